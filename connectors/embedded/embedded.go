@@ -1,0 +1,133 @@
+// Package embedded runs a Kafka-protocol broker inside the process: the
+// broker a job binary starts when it is given no --brokers, and the one
+// `samsa broker` runs standalone. It is franz-go's kfake with a data
+// directory, so topics, records, and committed offsets survive a restart.
+//
+// The embedded broker is for development, tests, and demos: one node, no
+// replication. Point production jobs at a real Kafka or Redpanda cluster.
+package embedded
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// DefaultListen is the address the embedded broker listens on unless told
+// otherwise: Kafka's usual port on loopback.
+const DefaultListen = "127.0.0.1:9092"
+
+// Config configures an embedded broker. The zero value is usable: it
+// listens on DefaultListen and keeps its data in memory only.
+type Config struct {
+	// DataDir is where the broker keeps its topics, records, and group
+	// offsets. Empty keeps everything in memory.
+	DataDir string
+	// Listen is the host:port to listen on, overriding DefaultListen. Port
+	// 0 picks a free port; see Broker.Addr.
+	Listen string
+	// Logger receives the broker's warnings and errors; nil discards them.
+	Logger hclog.Logger
+	// TLS, if non-nil, makes the broker accept only TLS connections.
+	TLS *tls.Config
+	// SASL lists users allowed to connect; if non-empty, the broker
+	// requires SASL authentication. Every listed user is a superuser.
+	SASL []User
+	// SessionTimeoutMin lowers the shortest group session timeout the
+	// broker accepts, overriding Kafka's default of 6s (tests use this
+	// to notice a killed group member quickly).
+	SessionTimeoutMin time.Duration
+}
+
+// User is a SASL user of the embedded broker.
+type User struct {
+	Mechanism string // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+	Name      string
+	Password  string
+}
+
+// Broker is a running embedded broker. It is safe for concurrent use.
+type Broker struct {
+	c    *kfake.Cluster
+	addr string
+}
+
+// Start starts a broker. It fails with a clear error if the address is
+// taken (often: another job's embedded broker; join it with --brokers
+// instead) or the data directory is unusable.
+func Start(cfg Config) (*Broker, error) {
+	listen := cfg.Listen
+	if listen == "" {
+		listen = DefaultListen
+	}
+	if _, _, err := net.SplitHostPort(listen); err != nil {
+		return nil, fmt.Errorf("embedded: listen address %q: %w", listen, err)
+	}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.ClusterID("samsa-embedded"),
+		// kfake binds 127.0.0.1:<port>; we bind the address asked for.
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, listen) }),
+	}
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("embedded: data directory: %w", err)
+		}
+		opts = append(opts, kfake.DataDir(cfg.DataDir))
+	}
+	if cfg.Logger != nil {
+		opts = append(opts, kfake.WithLogger(logger{cfg.Logger}))
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, kfake.TLS(cfg.TLS))
+	}
+	if len(cfg.SASL) > 0 {
+		opts = append(opts, kfake.EnableSASL())
+		for _, u := range cfg.SASL {
+			opts = append(opts, kfake.Superuser(u.Mechanism, u.Name, u.Password))
+		}
+	}
+	if cfg.SessionTimeoutMin > 0 {
+		opts = append(opts, kfake.GroupMinSessionTimeout(cfg.SessionTimeoutMin))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("embedded: listen %s: address in use (is another broker running there? join it with --brokers %s)", listen, listen)
+		}
+		if cfg.DataDir != "" {
+			return nil, fmt.Errorf("embedded: start broker (data directory %s): %w", cfg.DataDir, err)
+		}
+		return nil, fmt.Errorf("embedded: start broker: %w", err)
+	}
+	return &Broker{c: c, addr: c.ListenAddrs()[0]}, nil
+}
+
+// Addr returns the host:port the broker listens on.
+func (b *Broker) Addr() string { return b.addr }
+
+// Close stops the broker, writing its state to the data directory. It is
+// idempotent.
+func (b *Broker) Close() { b.c.Close() }
+
+type logger struct{ l hclog.Logger }
+
+func (l logger) Logf(level kfake.LogLevel, format string, args ...any) {
+	switch level {
+	case kfake.LogLevelError:
+		l.l.Error(fmt.Sprintf(format, args...))
+	case kfake.LogLevelWarn:
+		l.l.Warn(fmt.Sprintf(format, args...))
+	case kfake.LogLevelInfo:
+		l.l.Debug(fmt.Sprintf(format, args...))
+	default:
+		l.l.Trace(fmt.Sprintf(format, args...))
+	}
+}

@@ -1,0 +1,255 @@
+package runner
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/samsa-go/samsa/connectors/embedded"
+	"github.com/samsa-go/samsa/connectors/kafka"
+)
+
+// Config configures a [Runner]. The zero value, after EnsureDefaults, runs
+// the job on an embedded broker with at-least-once processing.
+type Config struct {
+	// Brokers are the Kafka brokers to use. Empty starts an embedded
+	// broker (see package connectors/embedded) with its data under
+	// StateDir, listening on EmbeddedListen.
+	Brokers []string
+	// TLS and SASL configure the connection to Brokers.
+	TLS  kafka.TLS
+	SASL kafka.SASL
+
+	// StateDir holds the job's local state (and the embedded broker's
+	// data). Default: <os.TempDir()>/samsa/<job>.
+	StateDir string
+	// EmbeddedListen is where the embedded broker listens. Default:
+	// embedded.DefaultListen (127.0.0.1:9092).
+	EmbeddedListen string
+
+	// CommitInterval is how often outputs are flushed and input offsets
+	// committed. A crash re-processes at most about this much input.
+	// Default: 5s.
+	CommitInterval time.Duration
+	// UntilEnd makes Run return once the input offsets it owns reach the
+	// end offsets seen when it started, after a final commit.
+	UntilEnd bool
+	// Threads bounds how many tasks process records at once. Default:
+	// GOMAXPROCS.
+	Threads int
+	// SessionTimeout is the consumer-group session timeout: how long the
+	// group waits for a silent member before giving its tasks away.
+	// Default: 45s.
+	SessionTimeout time.Duration
+	// ConnectTimeout bounds the start-up check that the brokers are
+	// reachable and accept our credentials. Default: 15s.
+	ConnectTimeout time.Duration
+
+	// Logger receives the runner's logs. Default: hclog's default logger
+	// named after the job.
+	Logger hclog.Logger
+}
+
+// EnsureDefaults fills in the defaults of unset fields.
+func (c *Config) EnsureDefaults(job string) {
+	if c.StateDir == "" {
+		c.StateDir = filepath.Join(os.TempDir(), "samsa", job)
+	}
+	if c.EmbeddedListen == "" {
+		c.EmbeddedListen = embedded.DefaultListen
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = 5 * time.Second
+	}
+	if c.Threads == 0 {
+		c.Threads = runtime.GOMAXPROCS(0)
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 45 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.New(&hclog.LoggerOptions{Name: job})
+	}
+}
+
+// Validate reports the first unusable setting.
+func (c *Config) Validate() error {
+	switch {
+	case c.CommitInterval <= 0:
+		return fmt.Errorf("runner: commit interval %s: must be positive", c.CommitInterval)
+	case c.Threads < 1:
+		return fmt.Errorf("runner: threads %d: must be at least 1", c.Threads)
+	case c.SessionTimeout <= 0:
+		return fmt.Errorf("runner: session timeout %s: must be positive", c.SessionTimeout)
+	case c.ConnectTimeout <= 0:
+		return fmt.Errorf("runner: connect timeout %s: must be positive", c.ConnectTimeout)
+	}
+	return nil
+}
+
+// flagSet is a flag.FlagSet whose flags can also come from SAMSA_*
+// environment variables, and whose help names them.
+type flagSet struct {
+	fs    *flag.FlagSet
+	specs []flagSpec
+}
+
+type flagSpec struct {
+	name, env, usage string
+	secret           bool // never print its value
+}
+
+func newFlagSet(cmd string) *flagSet {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported by the caller, in one line
+	return &flagSet{fs: fs}
+}
+
+func envName(flag string) string {
+	return "SAMSA_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func (f *flagSet) add(name, usage string, secret bool) {
+	f.specs = append(f.specs, flagSpec{name: name, env: envName(name), usage: usage, secret: secret})
+}
+
+func (f *flagSet) String(p *string, name, def, usage string) {
+	f.fs.StringVar(p, name, def, usage)
+	f.add(name, usage, false)
+}
+
+func (f *flagSet) Secret(p *string, name, usage string) {
+	f.fs.StringVar(p, name, "", usage)
+	f.add(name, usage, true)
+}
+
+func (f *flagSet) Bool(p *bool, name string, def bool, usage string) {
+	f.fs.BoolVar(p, name, def, usage)
+	f.add(name, usage, false)
+}
+
+func (f *flagSet) Duration(p *time.Duration, name string, def time.Duration, usage string) {
+	f.fs.DurationVar(p, name, def, usage)
+	f.add(name, usage, false)
+}
+
+func (f *flagSet) Int(p *int, name string, def int, usage string) {
+	f.fs.IntVar(p, name, def, usage)
+	f.add(name, usage, false)
+}
+
+// parse parses args, then applies the environment to every flag not given
+// on the command line. Errors name the flag or variable and the value.
+func (f *flagSet) parse(args []string, env func(string) string) error {
+	if err := f.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%s: %w", f.fs.Name(), err)
+	}
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	for _, s := range f.specs {
+		v := env(s.env)
+		if set[s.name] || v == "" {
+			continue
+		}
+		if err := f.fs.Set(s.name, v); err != nil {
+			shown := strconv.Quote(v)
+			if s.secret {
+				shown = "(hidden)"
+			}
+			return fmt.Errorf("%s: environment %s=%s: %v", f.fs.Name(), s.env, shown, err)
+		}
+	}
+	if f.fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q", f.fs.Name(), f.fs.Arg(0))
+	}
+	return nil
+}
+
+// usage writes the help of every flag: name, default, environment
+// variable, and what it does.
+func (f *flagSet) usage(w io.Writer) {
+	for _, s := range f.specs {
+		fl := f.fs.Lookup(s.name)
+		typ, usage := flag.UnquoteUsage(fl)
+		head := "  --" + s.name
+		if typ != "" {
+			head += " " + typ
+		}
+		fmt.Fprintf(w, "%s\n      %s\n      env %s", head, usage, s.env)
+		switch {
+		case s.secret:
+			fmt.Fprint(w, "; no default, never printed")
+		case fl.DefValue != "" && fl.DefValue != "false":
+			fmt.Fprintf(w, "; default %s", fl.DefValue)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// brokerFlags are the flags that say how to reach the brokers, shared by
+// every command that talks to them.
+type brokerFlags struct {
+	brokers      string
+	tls          kafka.TLS
+	sasl         kafka.SASL
+	saslPassFile string
+}
+
+func (b *brokerFlags) register(f *flagSet) {
+	f.String(&b.brokers, "brokers", "", "Kafka brokers, comma-separated host:port; empty starts an embedded broker")
+	f.Bool(&b.tls.Enable, "tls", false, "connect to the brokers with TLS")
+	f.String(&b.tls.CAFile, "tls-ca", "", "`file` of PEM CA certificates to verify the brokers with (implies --tls)")
+	f.String(&b.tls.CertFile, "tls-cert", "", "`file` with the PEM client certificate, for mutual TLS (implies --tls)")
+	f.String(&b.tls.KeyFile, "tls-key", "", "`file` with the PEM client key, for mutual TLS (implies --tls)")
+	f.String(&b.tls.ServerName, "tls-server-name", "", "`name` to verify in the brokers' certificates, overriding the host dialed")
+	f.Bool(&b.tls.InsecureSkipVerify, "tls-insecure-skip-verify", false, "do not verify the brokers' certificates (testing only)")
+	f.String(&b.sasl.Mechanism, "sasl-mechanism", "", "SASL `mechanism`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty for none")
+	f.String(&b.sasl.User, "sasl-user", "", "SASL `user`")
+	f.Secret(&b.sasl.Password, "sasl-password", "SASL `password`; prefer the environment or --sasl-password-file")
+	f.String(&b.saslPassFile, "sasl-password-file", "", "`file` holding the SASL password")
+}
+
+// resolve checks the broker flags and fills cfg's fields from them.
+func (b *brokerFlags) resolve(cfg *Config) error {
+	if b.brokers != "" {
+		for _, s := range strings.Split(b.brokers, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				cfg.Brokers = append(cfg.Brokers, s)
+			}
+		}
+	}
+	cfg.TLS = b.tls
+	cfg.SASL = b.sasl
+	if b.saslPassFile != "" {
+		if b.sasl.Password != "" {
+			return errors.New("flags --sasl-password and --sasl-password-file: give one, not both")
+		}
+		pw, err := os.ReadFile(b.saslPassFile)
+		if err != nil {
+			return fmt.Errorf("flag --sasl-password-file: %w", err)
+		}
+		cfg.SASL.Password = strings.TrimRight(string(pw), "\r\n")
+	}
+	if cfg.SASL.Mechanism != "" && cfg.SASL.User == "" {
+		return errors.New("flag --sasl-mechanism: needs --sasl-user")
+	}
+	if cfg.SASL.Mechanism == "" && cfg.SASL.User != "" {
+		return errors.New("flag --sasl-user: needs --sasl-mechanism")
+	}
+	return nil
+}

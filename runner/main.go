@@ -1,0 +1,227 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/samsa-go/samsa/connectors/embedded"
+	"github.com/samsa-go/samsa/stream"
+)
+
+// Option configures the command line built by [Main].
+type Option func(*cli)
+
+// WithDemo adds `run --demo` to the job binary: it seeds the job's input
+// with sample records, runs the job to the end of them, and prints what
+// the job wrote. Without --brokers the demo runs on a fresh embedded
+// broker, so it gives the same output every time.
+func WithDemo(d Demo) Option { return func(c *cli) { c.demo = &d } }
+
+type cli struct {
+	job    *stream.Job
+	demo   *Demo
+	stdout io.Writer
+	stderr io.Writer
+	env    func(string) string
+}
+
+// Main is the command line of a job binary. It runs the command named by
+// os.Args and exits: 0 on success, 1 if the command failed, 2 on a usage
+// error. Commands:
+//
+//	run            process the job's input (the default)
+//	describe       print the job's topology
+//	create-topics  create the job's missing input and output topics
+//
+// Every flag can also be set from the environment: --commit-interval from
+// SAMSA_COMMIT_INTERVAL, and so on. `<binary> help` lists them all.
+func Main(job *stream.Job, opts ...Option) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Command(ctx, job, os.Args[1:], os.Stdout, os.Stderr, opts...)
+	stop()
+	os.Exit(code)
+}
+
+// Command is [Main] without the process: it runs one command line and
+// returns the exit code. Cancelling ctx shuts a running job down cleanly.
+func Command(ctx context.Context, job *stream.Job, args []string, stdout, stderr io.Writer, opts ...Option) int {
+	c := &cli{job: job, stdout: stdout, stderr: stderr, env: os.Getenv}
+	for _, o := range opts {
+		o(c)
+	}
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "run":
+		err = c.run(ctx, args)
+	case "describe":
+		err = c.describe(args)
+	case "create-topics":
+		err = c.createTopics(ctx, args)
+	case "help", "-h", "--help":
+		c.help()
+		return 0
+	default:
+		fmt.Fprintf(stderr, "%s: unknown command %q (commands: run, describe, create-topics, help)\n", job.Name(), cmd)
+		return 2
+	}
+	var usage usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		c.help()
+		return 0
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "%s: %v (see %s help)\n", job.Name(), usage.error, filepath.Base(os.Args[0]))
+		return 2
+	default:
+		fmt.Fprintf(stderr, "%s: %v\n", job.Name(), err)
+		return 1
+	}
+}
+
+// usageError marks an error in the command line.
+type usageError struct{ error }
+
+// runFlags are the flags of `run`.
+type runFlags struct {
+	brokerFlags
+	cfg      Config
+	listen   string
+	logLevel string
+	logJSON  bool
+	demo     bool
+}
+
+func (c *cli) runFlagSet(cmd string) (*flagSet, *runFlags) {
+	f := newFlagSet(cmd)
+	rf := &runFlags{}
+	rf.brokerFlags.register(f)
+	f.String(&rf.listen, "embedded-listen", embedded.DefaultListen, "`host:port` for the embedded broker started when --brokers is empty")
+	f.String(&rf.cfg.StateDir, "state-dir", filepath.Join(os.TempDir(), "samsa", c.job.Name()), "`dir`ectory for local state and the embedded broker's data")
+	f.Duration(&rf.cfg.CommitInterval, "commit-interval", defaultConfig.CommitInterval, "how often to flush outputs and commit input offsets; a crash re-processes at most about this much input")
+	f.Bool(&rf.cfg.UntilEnd, "until-end", false, "process up to the end offsets seen at start, commit, and exit")
+	f.Int(&rf.cfg.Threads, "threads", defaultConfig.Threads, "how many tasks may process records at once")
+	f.Duration(&rf.cfg.SessionTimeout, "session-timeout", defaultConfig.SessionTimeout, "consumer-group session timeout: how long before a silent instance's tasks move")
+	f.Duration(&rf.cfg.ConnectTimeout, "connect-timeout", defaultConfig.ConnectTimeout, "how long to wait for the brokers at start")
+	f.String(&rf.logLevel, "log-level", "info", "log `level`: trace, debug, info, warn or error")
+	f.Bool(&rf.logJSON, "log-json", false, "log in JSON")
+	if c.demo != nil {
+		f.Bool(&rf.demo, "demo", false, "seed sample input, run to its end and print the output (a fresh embedded broker unless --brokers)")
+	}
+	return f, rf
+}
+
+var defaultConfig = func() Config {
+	var c Config
+	c.EnsureDefaults("job")
+	return c
+}()
+
+func (c *cli) parseRun(args []string) (*runFlags, error) {
+	f, rf := c.runFlagSet("run")
+	if err := f.parse(args, c.env); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	if err := rf.brokerFlags.resolve(&rf.cfg); err != nil {
+		return nil, usageError{err}
+	}
+	level := hclog.LevelFromString(rf.logLevel)
+	if level == hclog.NoLevel {
+		return nil, usageError{fmt.Errorf("flag --log-level: %q is not one of trace, debug, info, warn, error", rf.logLevel)}
+	}
+	rf.cfg.Logger = hclog.New(&hclog.LoggerOptions{
+		Name: c.job.Name(), Level: level, JSONFormat: rf.logJSON, Output: c.stderr,
+	})
+	rf.cfg.EmbeddedListen = rf.listen
+	if err := rf.cfg.Validate(); err != nil {
+		return nil, usageError{err}
+	}
+	return rf, nil
+}
+
+func (c *cli) run(ctx context.Context, args []string) error {
+	rf, err := c.parseRun(args)
+	if err != nil {
+		return err
+	}
+	cfg := rf.cfg
+	if rf.demo {
+		return c.runDemo(ctx, cfg)
+	}
+	if len(cfg.Brokers) == 0 {
+		b, err := startEmbedded(cfg, filepath.Join(cfg.StateDir, "broker"))
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		cfg.Brokers = []string{b.Addr()}
+	}
+	r, err := New(c.job, cfg)
+	if err != nil {
+		return err
+	}
+	return r.Run(ctx)
+}
+
+func startEmbedded(cfg Config, dataDir string) (*embedded.Broker, error) {
+	b, err := embedded.Start(embedded.Config{
+		DataDir: dataDir,
+		Listen:  cfg.EmbeddedListen,
+		Logger:  cfg.Logger.Named("broker"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	cfg.Logger.Info("embedded broker started; other instances and clients can use it with --brokers "+b.Addr(), "addr", b.Addr(), "data_dir", dataDir)
+	return b, nil
+}
+
+func (c *cli) describe(args []string) error {
+	f := newFlagSet("describe")
+	if err := f.parse(args, c.env); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	topo, err := c.job.Build()
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(c.stdout, topo.String())
+	return nil
+}
+
+func (c *cli) help() {
+	w := c.stdout
+	name := filepath.Base(os.Args[0])
+	fmt.Fprintf(w, "%s: the samsa job %q\n\nUsage:\n  %s [command] [flags]\n\nCommands:\n", name, c.job.Name(), name)
+	fmt.Fprintln(w, "  run            process the job's input (the default command)")
+	fmt.Fprintln(w, "  describe       print the job's topology")
+	fmt.Fprintln(w, "  create-topics  create the job's missing input and output topics")
+	fmt.Fprintln(w, "  help           this help")
+	fmt.Fprintln(w, "\nFlags of run (each also read from the environment variable named with it):")
+	f, _ := c.runFlagSet("run")
+	f.usage(w)
+	fmt.Fprintln(w, "\nFlags of create-topics: the broker flags above, and:")
+	f, _, _ = c.topicsFlagSet()
+	f.usage(w)
+}

@@ -1,0 +1,591 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/samsa-go/samsa/connectors/kafka"
+	"github.com/samsa-go/samsa/internal/assign"
+	"github.com/samsa-go/samsa/internal/engine"
+	"github.com/samsa-go/samsa/stream"
+)
+
+// maxPollRecords bounds the records taken from the client per loop, which
+// bounds how long a rebalance waits for the loop.
+const maxPollRecords = 10_000
+
+// Runner runs one instance of a job against Kafka brokers. Instances of one
+// job share its tasks through a consumer group named after the job.
+type Runner struct {
+	topo *stream.Topology
+	cfg  Config
+	log  hclog.Logger
+}
+
+// New validates the job and the configuration. cfg.Brokers must be set:
+// the embedded broker is started by [Main], not here.
+func New(job *stream.Job, cfg Config) (*Runner, error) {
+	topo, err := job.Build()
+	if err != nil {
+		return nil, err
+	}
+	cfg.EnsureDefaults(job.Name())
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("runner: no brokers given")
+	}
+	return &Runner{topo: topo, cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Topology returns the job's topology.
+func (r *Runner) Topology() *stream.Topology { return r.topo }
+
+// Run joins the job's consumer group and processes records until ctx is
+// cancelled (a clean shutdown, returning nil), a task fails (returning its
+// error), or, with Config.UntilEnd, the input is consumed to the end
+// offsets seen at start.
+//
+// Shutdown order: stop polling; let in-flight records finish; flush
+// outputs; commit input offsets; close tasks; leave the group.
+func (r *Runner) Run(ctx context.Context) error {
+	kc := kafkaConfig(r.cfg, "samsa-"+r.topo.Name())
+	base, err := kc.Opts()
+	if err != nil {
+		return err
+	}
+	admCl, err := kgo.NewClient(base...)
+	if err != nil {
+		return fmt.Errorf("runner: %w", err)
+	}
+	defer admCl.Close()
+	if err := kafka.Check(ctx, kc, admCl, r.cfg.ConnectTimeout); err != nil {
+		return err
+	}
+	adm := kadm.NewClient(admCl)
+
+	partitions, err := r.checkTopics(ctx, adm)
+	if err != nil {
+		return err
+	}
+
+	m := &member{
+		r:          r,
+		adm:        adm,
+		log:        r.log,
+		partitions: partitions,
+		tasks:      map[stream.TaskID]*task{},
+	}
+	if r.cfg.UntilEnd {
+		if err := m.loadBounds(ctx); err != nil {
+			return err
+		}
+	}
+
+	subs := make([][]string, len(r.topo.Subtopologies()))
+	for i, s := range r.topo.Subtopologies() {
+		subs[i] = s.Inputs
+	}
+	opts := append(slices.Clone(base),
+		kgo.ConsumerGroup(r.topo.Name()),
+		kgo.ConsumeTopics(r.topo.Inputs()...),
+		kgo.Balancers(assign.New(subs)),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.SessionTimeout(r.cfg.SessionTimeout),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // to advance past transaction markers
+		kgo.OnPartitionsAssigned(m.assigned),
+		kgo.OnPartitionsRevoked(m.revoked),
+		kgo.OnPartitionsLost(m.lost),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("runner: %w", err)
+	}
+	m.cl = cl
+	r.log.Info("starting", "job", r.topo.Name(), "brokers", strings.Join(r.cfg.Brokers, ","),
+		"inputs", strings.Join(r.topo.Inputs(), ","), "outputs", strings.Join(r.topo.Outputs(), ","),
+		"commit_interval", r.cfg.CommitInterval)
+	return m.run(ctx)
+}
+
+// checkTopics returns the partition count of every input and output topic,
+// or an error naming the topics that are missing and the sub-topologies
+// whose inputs are not co-partitioned.
+func (r *Runner) checkTopics(ctx context.Context, adm *kadm.Client) (map[string]int32, error) {
+	inputs, outputs := r.topo.Inputs(), r.topo.Outputs()
+	all := append(slices.Clone(inputs), outputs...)
+	details, err := adm.ListTopics(ctx, all...)
+	if err != nil {
+		return nil, fmt.Errorf("runner: list topics on %s: %w", strings.Join(r.cfg.Brokers, ","), err)
+	}
+	partitions := map[string]int32{}
+	var missing []string
+	for _, group := range []struct {
+		kind   string
+		topics []string
+	}{{"input", inputs}, {"output", outputs}} {
+		for _, t := range group.topics {
+			d, ok := details[t]
+			switch {
+			case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
+				missing = append(missing, fmt.Sprintf("%s topic %q", group.kind, t))
+			case d.Err != nil:
+				return nil, fmt.Errorf("runner: %s topic %q: %w", group.kind, t, d.Err)
+			default:
+				partitions[t] = int32(len(d.Partitions))
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("runner: missing on %s: %s (create them, or run the job's create-topics command)",
+			strings.Join(r.cfg.Brokers, ","), strings.Join(missing, ", "))
+	}
+	if err := engine.CheckCopartitioned(r.topo, partitions); err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
+	return partitions, nil
+}
+
+// member is one running instance of the job in its consumer group.
+type member struct {
+	r          *Runner
+	cl         *kgo.Client
+	adm        *kadm.Client
+	log        hclog.Logger
+	partitions map[string]int32 // every input and output topic
+
+	// For UntilEnd: where each input partition starts and ends.
+	starts, ends kadm.ListedOffsets
+	assignedOnce bool
+
+	mu    sync.Mutex // the poll loop and the rebalance callbacks
+	tasks map[stream.TaskID]*task
+
+	produceErr atomic.Pointer[error] // the first failed output write
+	in, out    atomic.Int64
+	lastCommit time.Time
+}
+
+// task is one task's processors and its input positions.
+type task struct {
+	*engine.Task
+	inputs []*input // sorted by topic
+	err    error    // the error that stopped the last batch
+}
+
+// input is one input partition of a task.
+type input struct {
+	topic string
+	// next is the offset after the last record processed: what to commit.
+	// Offset -1 means unknown.
+	next  kgo.EpochOffset
+	dirty bool // next moved since the last commit
+	queue []*kgo.Record
+}
+
+func (m *member) taskID(topic string, partition int32) (stream.TaskID, bool) {
+	sub, ok := m.r.topo.SubtopologyOf(topic)
+	if !ok {
+		return stream.TaskID{}, false
+	}
+	return stream.TaskID{Subtopology: sub.ID, Partition: partition}, true
+}
+
+func (m *member) loadBounds(ctx context.Context) error {
+	inputs := m.r.topo.Inputs()
+	var err error
+	if m.starts, err = m.adm.ListStartOffsets(ctx, inputs...); err == nil {
+		err = m.starts.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("runner: list start offsets: %w", err)
+	}
+	// The last stable offsets: the end a read_committed consumer reaches.
+	if m.ends, err = m.adm.ListCommittedOffsets(ctx, inputs...); err == nil {
+		err = m.ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("runner: list end offsets: %w", err)
+	}
+	return nil
+}
+
+// assigned creates the tasks of newly assigned partitions.
+func (m *member) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var committed kadm.OffsetResponses
+	if m.r.cfg.UntilEnd {
+		var err error
+		if committed, err = m.adm.FetchOffsets(ctx, m.r.topo.Name()); err != nil {
+			m.log.Warn("fetch committed offsets", "error", err)
+		}
+	}
+	var added []string
+	for topic, parts := range assigned {
+		for _, p := range parts {
+			id, ok := m.taskID(topic, p)
+			if !ok {
+				continue
+			}
+			t := m.tasks[id]
+			if t == nil {
+				et, err := engine.NewTask(ctx, m.r.topo, id, m, m.partitions)
+				if err == nil {
+					err = et.Init()
+				}
+				if err != nil {
+					m.fail(fmt.Errorf("runner: start task %s: %w", id, err))
+					continue
+				}
+				t = &task{Task: et}
+				m.tasks[id] = t
+				added = append(added, id.String())
+			}
+			in := &input{topic: topic, next: kgo.EpochOffset{Epoch: -1, Offset: -1}}
+			if m.r.cfg.UntilEnd {
+				if o, ok := committed.Lookup(topic, p); ok && o.Err == nil && o.At >= 0 {
+					in.next.Offset = o.At
+				} else if s, ok := m.starts.Lookup(topic, p); ok {
+					in.next.Offset = s.Offset
+				}
+			}
+			t.inputs = append(t.inputs, in)
+			slices.SortFunc(t.inputs, func(a, b *input) int { return strings.Compare(a.topic, b.topic) })
+		}
+	}
+	m.assignedOnce = true
+	slices.Sort(added)
+	m.log.Info("tasks assigned", "added", strings.Join(added, ","), "owned", len(m.tasks))
+}
+
+// revoked commits what was processed and closes the revoked tasks.
+func (m *member) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.commitLocked(ctx); err != nil {
+		m.log.Error("commit before giving up tasks failed; their new owner will re-process from the last commit", "error", err)
+	}
+	m.dropLocked(revoked, "revoked")
+}
+
+// lost closes the tasks of partitions taken from us without a chance to
+// commit (our session expired): the new owner re-processes from the last
+// commit.
+func (m *member) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dropLocked(lost, "lost")
+}
+
+func (m *member) dropLocked(parts map[string][]int32, why string) {
+	var dropped []string
+	for topic, ps := range parts {
+		for _, p := range ps {
+			id, ok := m.taskID(topic, p)
+			t := m.tasks[id]
+			if !ok || t == nil {
+				continue
+			}
+			t.inputs = slices.DeleteFunc(t.inputs, func(in *input) bool { return in.topic == topic })
+			if len(t.inputs) == 0 {
+				if err := t.Close(); err != nil {
+					m.log.Warn("close task", "task", id, "error", err)
+				}
+				delete(m.tasks, id)
+				dropped = append(dropped, id.String())
+			}
+		}
+	}
+	if len(dropped) > 0 {
+		slices.Sort(dropped)
+		m.log.Info("tasks "+why, "dropped", strings.Join(dropped, ","), "owned", len(m.tasks))
+	}
+}
+
+// fail records the first fatal error of a background write or callback;
+// the loop stops on it.
+func (m *member) fail(err error) { m.produceErr.CompareAndSwap(nil, &err) }
+
+func (m *member) failed() error {
+	if p := m.produceErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Emit implements engine.Emitter: it hands the record to the producer.
+// Safe for concurrent use by the tasks.
+func (m *member) Emit(topic string, partition int32, rec stream.RawRecord) {
+	kr := &kgo.Record{Topic: topic, Partition: partition, Key: rec.Key, Value: rec.Value, Timestamp: rec.Timestamp}
+	if len(rec.Headers) > 0 {
+		kr.Headers = make([]kgo.RecordHeader, len(rec.Headers))
+		for i, h := range rec.Headers {
+			kr.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+		}
+	}
+	m.out.Add(1)
+	// Not the run context: a shutdown must still deliver what was
+	// processed before it commits.
+	m.cl.Produce(context.Background(), kr, m.produced)
+}
+
+func (m *member) produced(r *kgo.Record, err error) {
+	if err != nil {
+		m.fail(fmt.Errorf("runner: write to %s/%d: %w", r.Topic, r.Partition, err))
+	}
+}
+
+func (m *member) run(ctx context.Context) (err error) {
+	m.lastCommit = time.Now()
+	defer func() { err = errors.Join(err, m.shutdown()) }()
+	for {
+		recs := m.cl.PollRecords(ctx, maxPollRecords)
+		if recs.IsClientClosed() || ctx.Err() != nil {
+			return nil
+		}
+		var ferr error
+		recs.EachError(func(t string, p int32, e error) {
+			ferr = errors.Join(ferr, fmt.Errorf("runner: read %s/%d: %w", t, p, e))
+		})
+		if ferr != nil {
+			return ferr
+		}
+		m.mu.Lock()
+		err := m.processLocked(recs)
+		if err == nil {
+			err = m.failed()
+		}
+		if err == nil && time.Since(m.lastCommit) >= m.r.cfg.CommitInterval {
+			err = m.commitLocked(ctx)
+		}
+		done := err == nil && m.r.cfg.UntilEnd && m.reachedEndLocked()
+		m.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if done {
+			m.log.Info("reached the end offsets seen at start")
+			return nil
+		}
+		m.cl.AllowRebalance()
+	}
+}
+
+// processLocked runs the polled records through their tasks, tasks in
+// parallel up to Config.Threads, each task's records in order.
+func (m *member) processLocked(fetches kgo.Fetches) error {
+	var active []*task
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		id, _ := m.taskID(fp.Topic, fp.Partition)
+		t := m.tasks[id]
+		if t == nil {
+			return // revoked while buffered; kgo drops these, this is a guard
+		}
+		for _, in := range t.inputs {
+			if in.topic == fp.Topic {
+				if len(in.queue) == 0 && !slices.Contains(active, t) {
+					active = append(active, t)
+				}
+				in.queue = append(in.queue, fp.Records...)
+			}
+		}
+	})
+	if len(active) == 0 {
+		return nil
+	}
+	if m.r.cfg.Threads == 1 || len(active) == 1 {
+		for _, t := range active {
+			m.in.Add(int64(t.drain()))
+		}
+	} else {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, m.r.cfg.Threads)
+		for _, t := range active {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				m.in.Add(int64(t.drain()))
+			})
+		}
+		wg.Wait()
+	}
+	for _, t := range active {
+		if t.err != nil {
+			return t.err
+		}
+	}
+	return nil
+}
+
+// drain processes the task's queued records and returns how many. With
+// several input partitions it takes the record with the lowest timestamp
+// next (the first topic by name on a tie), as Kafka Streams does. It stops
+// at the first error, leaving it in t.err and the failed record queued.
+func (t *task) drain() (n int) {
+	if len(t.inputs) == 1 {
+		return t.drainInput(t.inputs[0], -1)
+	}
+	for t.err == nil {
+		var next *input
+		for _, in := range t.inputs {
+			if len(in.queue) > 0 && (next == nil || in.queue[0].Timestamp.Before(next.queue[0].Timestamp)) {
+				next = in
+			}
+		}
+		if next == nil {
+			break
+		}
+		n += t.drainInput(next, 1)
+	}
+	return n
+}
+
+// drainInput processes up to limit records of in's queue (all if limit is
+// negative) and returns how many.
+func (t *task) drainInput(in *input, limit int) (n int) {
+	for len(in.queue) > 0 && (limit < 0 || n < limit) {
+		r := in.queue[0]
+		if !r.Attrs.IsControl() {
+			raw := stream.RawRecord{
+				Key: r.Key, Value: r.Value, Timestamp: r.Timestamp,
+				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+			}
+			if len(r.Headers) > 0 {
+				raw.Headers = make([]stream.Header, len(r.Headers))
+				for i, h := range r.Headers {
+					raw.Headers[i] = stream.Header{Key: h.Key, Value: h.Value}
+				}
+			}
+			if err := t.Process(raw); err != nil {
+				t.err = err
+				return n
+			}
+			n++
+		}
+		in.queue[0] = nil
+		in.queue = in.queue[1:]
+		in.next = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset + 1}
+		in.dirty = true
+	}
+	if len(in.queue) == 0 {
+		in.queue = nil
+	}
+	return n
+}
+
+// commitLocked makes everything processed so far durable: it waits until
+// the brokers acknowledge every output written, then commits the input
+// offsets of the records that caused them. If any output write failed it
+// commits nothing and returns that error.
+func (m *member) commitLocked(ctx context.Context) error {
+	start := time.Now()
+	if err := m.cl.Flush(ctx); err != nil {
+		return fmt.Errorf("runner: flush outputs: %w", err)
+	}
+	if err := m.failed(); err != nil {
+		return err
+	}
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	var dirty []*input
+	for id, t := range m.tasks {
+		for _, in := range t.inputs {
+			if !in.dirty {
+				continue
+			}
+			if offsets[in.topic] == nil {
+				offsets[in.topic] = map[int32]kgo.EpochOffset{}
+			}
+			offsets[in.topic][id.Partition] = in.next
+			dirty = append(dirty, in)
+		}
+	}
+	m.lastCommit = time.Now()
+	if len(dirty) == 0 {
+		return nil
+	}
+	var cerr error
+	m.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			cerr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if e := kerr.ErrorForCode(p.ErrorCode); e != nil {
+					cerr = errors.Join(cerr, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, e))
+				}
+			}
+		}
+	})
+	switch {
+	case cerr == nil:
+	case errors.Is(cerr, kerr.RebalanceInProgress), errors.Is(cerr, kerr.IllegalGeneration),
+		errors.Is(cerr, kerr.UnknownMemberID), errors.Is(cerr, kerr.FencedInstanceID):
+		// We are no longer the owner: the new owner re-processes from
+		// the last commit, which at-least-once allows.
+		m.log.Warn("commit refused by the group; tasks will be re-processed by their new owner", "error", cerr)
+		return nil
+	default:
+		return fmt.Errorf("runner: commit offsets: %w", cerr)
+	}
+	for _, in := range dirty {
+		in.dirty = false
+	}
+	m.log.Debug("committed", "partitions", len(dirty), "took", time.Since(start), "records_in", m.in.Load(), "records_out", m.out.Load())
+	return nil
+}
+
+// reachedEndLocked reports whether every input partition this member owns
+// has been processed up to the end offsets seen at start.
+func (m *member) reachedEndLocked() bool {
+	if !m.assignedOnce {
+		return false
+	}
+	for id, t := range m.tasks {
+		for _, in := range t.inputs {
+			end, ok := m.ends.Lookup(in.topic, id.Partition)
+			if ok && in.next.Offset < end.Offset {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// shutdown commits what was processed, closes the tasks and leaves the
+// group. It runs whatever ended the loop.
+func (m *member) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m.mu.Lock()
+	err := m.commitLocked(ctx)
+	for id, t := range m.tasks {
+		if cerr := t.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("runner: close task %s: %w", id, cerr))
+		}
+		delete(m.tasks, id)
+	}
+	m.mu.Unlock()
+	m.cl.CloseAllowingRebalance() // leaves the group
+	m.log.Info("stopped", "records_in", m.in.Load(), "records_out", m.out.Load())
+	return err
+}

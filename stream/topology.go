@@ -1,0 +1,160 @@
+package stream
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Topology is a built, validated job: the unit the runner executes. It is
+// read-only and safe for concurrent use.
+type Topology struct {
+	job      *Job
+	subs     []*Subtopology
+	bySource map[string]*Subtopology
+}
+
+// Subtopology is a connected part of a job's graph. Its input topics are
+// co-partitioned: partition p of each is processed by the same task.
+type Subtopology struct {
+	ID      int
+	Inputs  []string // sorted
+	Outputs []string // sorted
+	nodes   []*node  // in creation order
+}
+
+// Build validates the job and returns its topology. It reports every
+// mistake made while building the job, joined into one error. After Build
+// the job can no longer change; calling Build again returns the same
+// result.
+func (j *Job) Build() (*Topology, error) {
+	j.mu.Lock()
+	j.mu.built = true
+	j.mu.Unlock()
+
+	errs := slices.Clone(j.errs)
+	if len(j.sources) == 0 {
+		errs = append(errs, fmt.Errorf("stream: job %q has no inputs", j.name))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	// Union-find over the nodes: a node joins the component of each parent.
+	parent := make([]int, len(j.nodes))
+	for i := range parent {
+		parent[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	for _, n := range j.nodes {
+		for _, p := range n.parents {
+			a, b := find(n.id), find(p.id)
+			if a != b {
+				parent[max(a, b)] = min(a, b)
+			}
+		}
+	}
+
+	t := &Topology{job: j, bySource: map[string]*Subtopology{}}
+	byRoot := map[int]*Subtopology{}
+	for _, n := range j.nodes { // creation order gives deterministic IDs
+		root := find(n.id)
+		sub := byRoot[root]
+		if sub == nil {
+			if len(n.inputs) == 0 {
+				continue // a node with no source upstream: nothing flows here
+			}
+			sub = &Subtopology{ID: len(t.subs)}
+			byRoot[root] = sub
+			t.subs = append(t.subs, sub)
+		}
+		sub.nodes = append(sub.nodes, n)
+		sub.Inputs = append(sub.Inputs, n.inputs...)
+		for _, o := range n.outputs {
+			if !slices.Contains(sub.Outputs, o) {
+				sub.Outputs = append(sub.Outputs, o)
+			}
+		}
+	}
+	for _, sub := range t.subs {
+		slices.Sort(sub.Inputs)
+		slices.Sort(sub.Outputs)
+		for _, in := range sub.Inputs {
+			t.bySource[in] = sub
+		}
+	}
+	return t, nil
+}
+
+// Name is the job's name.
+func (t *Topology) Name() string { return t.job.name }
+
+// Subtopologies returns the sub-topologies, ordered by ID.
+func (t *Topology) Subtopologies() []*Subtopology { return t.subs }
+
+// Inputs returns every input topic of the job, sorted.
+func (t *Topology) Inputs() []string { return sortedKeys(t.job.sources) }
+
+// Outputs returns every output topic of the job, sorted.
+func (t *Topology) Outputs() []string { return sortedKeys(t.job.outputs) }
+
+// SubtopologyOf returns the sub-topology that reads topic.
+func (t *Topology) SubtopologyOf(topic string) (*Subtopology, bool) {
+	sub, ok := t.bySource[topic]
+	return sub, ok
+}
+
+// NewInstance builds the processors of sub-topology id for one task. Each
+// task gets its own instance.
+func (t *Topology) NewInstance(id int) (*Instance, error) {
+	if id < 0 || id >= len(t.subs) {
+		return nil, fmt.Errorf("stream: job %q has no sub-topology %d", t.job.name, id)
+	}
+	b := &builder{memo: map[any]any{}}
+	in := &Instance{sources: map[string]Processor[[]byte, []byte]{}}
+	for _, topic := range t.subs[id].Inputs {
+		p := t.job.sources[topic].build(b)
+		if p == nil {
+			return nil, fmt.Errorf("stream: job %q: the processor for topic %q is nil", t.job.name, topic)
+		}
+		in.sources[topic] = p
+	}
+	in.tracked = b.tracked
+	return in, nil
+}
+
+// String describes the topology as text: each sub-topology with its
+// topics and nodes.
+func (t *Topology) String() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "job %s\n", t.job.name)
+	for _, sub := range t.subs {
+		fmt.Fprintf(&sb, "  sub-topology %d: inputs %s; outputs %s\n", sub.ID, strings.Join(sub.Inputs, ", "), strings.Join(sub.Outputs, ", "))
+		for _, n := range sub.nodes {
+			fmt.Fprintf(&sb, "    %s", n.name)
+			if len(n.parents) > 0 {
+				names := make([]string, len(n.parents))
+				for i, p := range n.parents {
+					names[i] = p.name
+				}
+				fmt.Fprintf(&sb, " <- %s", strings.Join(names, ", "))
+			}
+			if len(n.inputs) > 0 {
+				fmt.Fprintf(&sb, " (reads %s)", strings.Join(n.inputs, ", "))
+			}
+			if len(n.outputs) > 0 {
+				fmt.Fprintf(&sb, " (writes %s)", strings.Join(n.outputs, ", "))
+			}
+			sb.WriteByte('\n')
+		}
+	}
+	return sb.String()
+}
