@@ -1,0 +1,295 @@
+// Package runnertest runs a job in-process, without a broker, for unit
+// tests: pipe records into the job's input topics and read what it wrote
+// to its output topics, partition by partition. The records go through
+// the same task code the runner uses (package-internal engine), with the
+// same partitioning of outputs, so what a test sees is what production
+// does, minus Kafka.
+//
+// A Driver processes each record synchronously, inside Pipe. It is not
+// safe for concurrent use.
+package runnertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/samsa-go/samsa/internal/engine"
+	"github.com/samsa-go/samsa/stream"
+	"github.com/samsa-go/samsa/stream/serde"
+)
+
+// Option configures a Driver.
+type Option func(*Driver)
+
+// Partitions sets the partition count of a topic, overriding the default
+// of 1. Input topics of one sub-topology must agree, as on a broker.
+func Partitions(topic string, n int32) Option {
+	return func(d *Driver) { d.partitions[topic] = n }
+}
+
+// Driver runs a job in-process.
+type Driver struct {
+	topo       *stream.Topology
+	partitions map[string]int32
+	tasks      map[stream.TaskID]*engine.Task
+	logs       map[string][][]stream.RawRecord // topic -> partition -> records
+	clock      time.Time
+	keyed      kgo.TopicPartitioner
+	scratch    kgo.Record
+	closed     bool
+}
+
+// New builds the job and returns a driver for it.
+func New(job *stream.Job, opts ...Option) (*Driver, error) {
+	topo, err := job.Build()
+	if err != nil {
+		return nil, err
+	}
+	d := &Driver{
+		topo:       topo,
+		partitions: map[string]int32{},
+		tasks:      map[stream.TaskID]*engine.Task{},
+		logs:       map[string][][]stream.RawRecord{},
+		clock:      time.UnixMilli(0).UTC(),
+		keyed:      kgo.StickyKeyPartitioner(nil).ForTopic(""),
+	}
+	for _, o := range opts {
+		o(d)
+	}
+	for _, t := range append(topo.Inputs(), topo.Outputs()...) {
+		n := d.partitions[t]
+		if n == 0 {
+			n = 1
+		} else if n < 0 {
+			return nil, fmt.Errorf("runnertest: topic %q: %d partitions", t, n)
+		}
+		d.partitions[t] = n
+		d.logs[t] = make([][]stream.RawRecord, n)
+	}
+	if err := engine.CheckCopartitioned(topo, d.partitions); err != nil {
+		return nil, fmt.Errorf("runnertest: %w", err)
+	}
+	return d, nil
+}
+
+// Topology returns the job's topology.
+func (d *Driver) Topology() *stream.Topology { return d.topo }
+
+// Pipe appends rec to partition rec.Partition of an input topic and
+// processes it, returning the task's error if it fails. Pipe assigns the
+// record's Offset; a zero Timestamp takes the driver's clock (see
+// [Driver.SetTime]). Use [Driver.PartitionFor] to partition by key as a
+// producer would.
+func (d *Driver) Pipe(topic string, rec stream.RawRecord) error {
+	if d.closed {
+		return errors.New("runnertest: driver closed")
+	}
+	sub, ok := d.topo.SubtopologyOf(topic)
+	if !ok {
+		return fmt.Errorf("runnertest: %q is not an input topic of job %q", topic, d.topo.Name())
+	}
+	log := d.logs[topic]
+	if rec.Partition < 0 || int(rec.Partition) >= len(log) {
+		return fmt.Errorf("runnertest: %s has %d partitions, not partition %d", topic, len(log), rec.Partition)
+	}
+	rec.Topic = topic
+	rec.Offset = int64(len(log[rec.Partition]))
+	if rec.Timestamp.IsZero() {
+		rec.Timestamp = d.clock
+	}
+	log[rec.Partition] = append(log[rec.Partition], rec)
+
+	id := stream.TaskID{Subtopology: sub.ID, Partition: rec.Partition}
+	t := d.tasks[id]
+	if t == nil {
+		var err error
+		if t, err = engine.NewTask(context.Background(), d.topo, id, d, d.partitions); err != nil {
+			return err
+		}
+		if err := t.Init(); err != nil {
+			return err
+		}
+		d.tasks[id] = t
+	}
+	return t.Process(rec)
+}
+
+// PartitionFor returns the partition a producer using Kafka's default
+// partitioner would write key to: murmur2 of the key, or partition 0 for a
+// nil key.
+func (d *Driver) PartitionFor(topic string, key []byte) int32 {
+	n := d.partitions[topic]
+	if key == nil || n <= 1 {
+		return 0
+	}
+	d.scratch.Key = key
+	return int32(d.keyed.Partition(&d.scratch, int(n)))
+}
+
+// SetTime sets the timestamp given to piped records that have none.
+func (d *Driver) SetTime(t time.Time) { d.clock = t }
+
+// Emit implements the engine's emitter: it appends to the output log.
+func (d *Driver) Emit(topic string, partition int32, rec stream.RawRecord) {
+	log := d.logs[topic]
+	rec.Topic = topic
+	rec.Partition = partition
+	rec.Offset = int64(len(log[partition]))
+	log[partition] = append(log[partition], rec)
+}
+
+// Records returns the records written to partition p of topic, in offset
+// order. The slice is the caller's; the byte slices in it are shared with
+// the driver and must not be modified.
+func (d *Driver) Records(topic string, p int32) []stream.RawRecord {
+	log := d.logs[topic]
+	if p < 0 || int(p) >= len(log) {
+		return nil
+	}
+	return slices.Clone(log[p])
+}
+
+// AllRecords returns the records of every partition of topic, partition
+// by partition, each in offset order.
+func (d *Driver) AllRecords(topic string) []stream.RawRecord {
+	var out []stream.RawRecord
+	for _, part := range d.logs[topic] {
+		out = append(out, part...)
+	}
+	return out
+}
+
+// Close closes every task's processors and returns their errors joined.
+func (d *Driver) Close() error {
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	var errs []error
+	for _, id := range slices.SortedFunc(maps.Keys(d.tasks), compareTaskID) {
+		errs = append(errs, d.tasks[id].Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Input is a typed handle on an input topic.
+type Input[K, V any] struct {
+	d     *Driver
+	topic string
+	key   serde.Serde[K]
+	value serde.Serde[V]
+}
+
+// NewInput returns a typed handle on an input topic of d.
+func NewInput[K, V any](d *Driver, topic string, key serde.Serde[K], value serde.Serde[V]) *Input[K, V] {
+	return &Input[K, V]{d: d, topic: topic, key: key, value: value}
+}
+
+// RecordOption sets a property of a piped record.
+type RecordOption func(*piped)
+
+type piped struct {
+	rec         stream.RawRecord
+	partitioned bool // the partition was chosen, not hashed from the key
+}
+
+// At sets the record's timestamp.
+func At(t time.Time) RecordOption { return func(p *piped) { p.rec.Timestamp = t } }
+
+// ToPartition sends the record to partition p instead of the partition
+// its key hashes to.
+func ToPartition(p int32) RecordOption {
+	return func(pp *piped) { pp.rec.Partition, pp.partitioned = p, true }
+}
+
+// WithHeaders sets the record's headers.
+func WithHeaders(h ...stream.Header) RecordOption { return func(p *piped) { p.rec.Headers = h } }
+
+// Pipe encodes key and value and pipes them in. By default the record goes
+// to the partition its key hashes to, as with a Kafka producer.
+func (in *Input[K, V]) Pipe(key K, value V, opts ...RecordOption) error {
+	k, err := in.key.Encode(key)
+	if err != nil {
+		return fmt.Errorf("runnertest: encode key for %s: %w", in.topic, err)
+	}
+	v, err := in.value.Encode(value)
+	if err != nil {
+		return fmt.Errorf("runnertest: encode value for %s: %w", in.topic, err)
+	}
+	p := piped{rec: stream.RawRecord{Key: k, Value: v}}
+	for _, o := range opts {
+		o(&p)
+	}
+	if !p.partitioned {
+		p.rec.Partition = in.d.PartitionFor(in.topic, k)
+	}
+	return in.d.Pipe(in.topic, p.rec)
+}
+
+// Output is a typed handle on an output topic.
+type Output[K, V any] struct {
+	d     *Driver
+	topic string
+	key   serde.Serde[K]
+	value serde.Serde[V]
+}
+
+// NewOutput returns a typed handle on an output topic of d.
+func NewOutput[K, V any](d *Driver, topic string, key serde.Serde[K], value serde.Serde[V]) *Output[K, V] {
+	return &Output[K, V]{d: d, topic: topic, key: key, value: value}
+}
+
+// Partition returns the decoded records of partition p, in offset order.
+func (o *Output[K, V]) Partition(p int32) ([]stream.Record[K, V], error) {
+	return o.decode(o.d.Records(o.topic, p))
+}
+
+// Records returns the decoded records of all partitions, partition by
+// partition.
+func (o *Output[K, V]) Records() ([]stream.Record[K, V], error) {
+	return o.decode(o.d.AllRecords(o.topic))
+}
+
+// KeyValues returns the keys and values of all partitions, partition by
+// partition.
+func (o *Output[K, V]) KeyValues() ([]stream.KeyValue[K, V], error) {
+	recs, err := o.Records()
+	if err != nil {
+		return nil, err
+	}
+	kvs := make([]stream.KeyValue[K, V], len(recs))
+	for i, r := range recs {
+		kvs[i] = stream.KV(r.Key, r.Value)
+	}
+	return kvs, nil
+}
+
+func (o *Output[K, V]) decode(raws []stream.RawRecord) ([]stream.Record[K, V], error) {
+	out := make([]stream.Record[K, V], len(raws))
+	for i, r := range raws {
+		k, err := o.key.Decode(r.Key)
+		if err != nil {
+			return nil, fmt.Errorf("runnertest: decode key of %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+		}
+		v, err := o.value.Decode(r.Value)
+		if err != nil {
+			return nil, fmt.Errorf("runnertest: decode value of %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+		}
+		out[i] = stream.Record[K, V]{Key: k, Value: v, Timestamp: r.Timestamp, Headers: r.Headers,
+			Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
+	}
+	return out, nil
+}
+
+func compareTaskID(a, b stream.TaskID) int {
+	if a.Subtopology != b.Subtopology {
+		return a.Subtopology - b.Subtopology
+	}
+	return int(a.Partition - b.Partition)
+}
