@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -78,7 +79,7 @@ func (c *cli) runDemo(ctx context.Context, cfg Config) error {
 	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("demo: seed input: %w", err)
 	}
-	fmt.Fprintf(c.stdout, "demo: wrote %d sample records to %v\n", len(recs), topo.Inputs())
+	fmt.Fprintf(c.stdout, "demo: wrote %s to %s\n", plural(len(recs), "sample record"), strings.Join(topo.Inputs(), ", "))
 
 	cfg.UntilEnd = true
 	r, err := New(c.job, cfg)
@@ -97,7 +98,11 @@ func (c *cli) printOutputs(ctx context.Context, cl *kgo.Client, topics []string)
 	show := c.demo.Show
 	if show == nil {
 		show = func(_ string, r stream.RawRecord) string {
-			return fmt.Sprintf("key=%s value=%s", printable(r.Key), printable(r.Value))
+			s := fmt.Sprintf("key=%s value=%s", printable(r.Key), printable(r.Value))
+			for _, h := range r.Headers {
+				s += fmt.Sprintf(" %s=%s", h.Key, printable(h.Value))
+			}
+			return s
 		}
 	}
 	for _, topic := range topics {
@@ -105,9 +110,12 @@ func (c *cli) printOutputs(ctx context.Context, cl *kgo.Client, topics []string)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "\n%s (%d records):\n", topic, len(recs))
+		fmt.Fprintf(c.stdout, "\n%s (%s):\n", topic, plural(len(recs), "record"))
 		for _, r := range recs {
 			raw := stream.RawRecord{Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
+			for _, h := range r.Headers {
+				raw.Headers = append(raw.Headers, stream.Header{Key: h.Key, Value: h.Value})
+			}
 			fmt.Fprintf(c.stdout, "  %s[%d]@%d %s\n", topic, r.Partition, r.Offset, show(topic, raw))
 		}
 	}
@@ -182,4 +190,11 @@ func printable(b []byte) string {
 		}
 	}
 	return fmt.Sprintf("0x%x", b)
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

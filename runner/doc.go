@@ -1,0 +1,47 @@
+// Package runner runs a samsa job: it is the job binary's command line
+// ([Main]) and the engine behind it ([Runner]).
+//
+// # The job binary
+//
+// A job's main function is one line:
+//
+//	func main() { runner.Main(job) }
+//
+// The binary's commands are run (the default), describe and create-topics;
+// `<binary> help` lists every flag, its default, and the SAMSA_*
+// environment variable that sets it. With no --brokers, run starts an
+// embedded Kafka-protocol broker (package connectors/embedded) with its
+// data under --state-dir, so a job runs on a fresh machine with nothing
+// else installed; other instances join it with --brokers.
+//
+// # Scaling out
+//
+// Every instance of a job joins one consumer group named after the job.
+// A balancer of samsa's own assigns whole tasks (partition p of every input
+// topic of a sub-topology together), sticky and cooperative: when an
+// instance joins or leaves, only the tasks that must move stop.
+//
+// # Delivery: at-least-once
+//
+// Each instance processes its tasks' records in offset order and writes
+// outputs asynchronously. Every commit interval (and before giving up a
+// task, and at shutdown) it waits until the brokers acknowledged every
+// output, then commits the input offsets of the records that caused them.
+// A crash therefore loses nothing; on restart, records after the last
+// commit are processed again and their outputs written again.
+//
+// # Shutdown
+//
+// SIGINT or SIGTERM (or cancelling Run's context) shuts down in this
+// order: stop polling; let in-flight records finish; flush outputs;
+// commit input offsets; close tasks; leave the group. The process then
+// exits 0.
+//
+// # Errors
+//
+// A task that fails (a record that does not deserialize, a processor that
+// returns an error or panics) stops the instance: outputs of the records
+// before it are flushed and their offsets committed, and Run returns an
+// error naming the topic, partition and offset of the failing record, so a
+// restart begins exactly there.
+package runner

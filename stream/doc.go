@@ -1,0 +1,42 @@
+// Package stream is the graph of a samsa job: typed streams of records
+// between input and output topics, and the interfaces processors and
+// low-level tasks implement. It does no I/O; package runner runs a job.
+//
+// # Building a job
+//
+// A job starts with [NewJob]. [Input] reads a topic as a [Stream] of typed
+// records, the functions of package operators transform streams, and
+// [Output] writes a stream to a topic:
+//
+//	job := stream.NewJob("pageviews")
+//	views := stream.Input(job, "pageviews", serde.String, serde.JSON[View]())
+//	humans := operators.Filter(views, func(_ string, v View) bool { return !v.Bot })
+//	stream.Output(humans, "human-views", serde.String, serde.JSON[View]())
+//
+// Building never panics on a mistake such as a bad topic name: mistakes
+// are collected and returned by [Job.Build], which the runner calls
+// before it starts.
+//
+// # Tasks and sub-topologies
+//
+// [Job.Build] splits the graph into sub-topologies: the connected parts of
+// it. A task is one partition of one sub-topology ([TaskID]): it reads
+// partition p of every input topic of its sub-topology, so those topics
+// must have the same partition count (co-partitioning). Each task has its
+// own instance of every processor, used by one goroutine at a time, and
+// sees its records in offset order per input partition.
+//
+// # The low-level API
+//
+// A [Task] (Samza's StreamTask) sees raw records of its inputs and writes
+// to any declared output with [Context.Emit]; add one with [AddTask]. A
+// [Processor] is the same idea inside a typed graph; [Via] and [ViaN]
+// insert one, and are how package operators is built.
+//
+// # Determinism
+//
+// Operators must be deterministic: the same input log must give the same
+// outputs. Emitted records are partitioned by key (Kafka's murmur2), and
+// records without a key go to the emitting task's own partition, never to
+// a random one.
+package stream
