@@ -1,0 +1,422 @@
+// Package pebblestore keeps a task's stores in Pebble on local disk: one
+// Pebble database per task, each store a key prefix in it, and each
+// store's changelog offset written in the same batch as its data.
+//
+// # Tuning
+//
+// Durability comes from the changelog topics, so the write-ahead log is
+// off and nothing is synced per batch: after a crash the database comes
+// back with some earlier batch's data and offsets, consistent with each
+// other, and the runner restores the changelog from there. Bloom filters
+// keep point reads of missing keys off the disk. The block cache is shared
+// by all of an instance's tasks (see [NewCache]); memtables are per task,
+// so memory is bounded by cache size + tasks × MemTableSize × 2.
+//
+// # Identity
+//
+// Each database directory holds an identity file naming the job, the task
+// and the partition count it was created for. [Open] refuses a directory
+// whose identity differs ([ErrForeign]) and reports corruption
+// ([ErrCorrupt]); the runner wipes such a directory and restores it from
+// the changelogs. Pebble's lock file keeps a second process out
+// ([ErrLocked]).
+package pebblestore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
+
+	"github.com/samsa-go/samsa/state"
+	"github.com/samsa-go/samsa/stream"
+)
+
+// Options tune a Pebble backend. The zero value means the defaults, filled
+// in by EnsureDefaults.
+type Options struct {
+	// MemTableSize is the size of one memtable. Default: 16 MiB.
+	MemTableSize uint64
+	// BloomBitsPerKey sets the bloom filters' size; 0 means the default
+	// of 10 bits per key, -1 disables them.
+	BloomBitsPerKey int
+	// Cache is the block cache, shared by the backends of one instance.
+	// Nil gives the backend its own cache of CacheSize.
+	Cache *pebble.Cache
+	// CacheSize is the size of a cache the backend creates for itself.
+	// Default: 32 MiB.
+	CacheSize int64
+}
+
+// EnsureDefaults fills in unset options.
+func (o *Options) EnsureDefaults() {
+	if o.MemTableSize == 0 {
+		o.MemTableSize = 16 << 20
+	}
+	if o.BloomBitsPerKey == 0 {
+		o.BloomBitsPerKey = 10
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = 32 << 20
+	}
+}
+
+// Validate reports unusable options.
+func (o *Options) Validate() error {
+	if o.MemTableSize < 1<<20 {
+		return fmt.Errorf("pebblestore: memtable size %d: want at least 1 MiB", o.MemTableSize)
+	}
+	return nil
+}
+
+// NewCache returns a block cache of size bytes to share among backends.
+// Release it with Unref once the backends using it are closed.
+func NewCache(size int64) *pebble.Cache { return pebble.NewCache(size) }
+
+// Identity is what a store directory was created for.
+type Identity struct {
+	Job        string `json:"job"`
+	Task       string `json:"task"`
+	Partitions int32  `json:"partitions"` // of the task's input topics
+}
+
+const identityFile = "SAMSA-IDENTITY"
+
+var (
+	// ErrForeign is returned by Open for a directory created for another
+	// job, task or partition count.
+	ErrForeign = errors.New("pebblestore: store directory belongs to something else")
+	// ErrCorrupt is returned by Open for a directory Pebble cannot read.
+	ErrCorrupt = errors.New("pebblestore: store directory is corrupt")
+	// ErrLocked is returned by Open for a directory another process has
+	// open.
+	ErrLocked = errors.New("pebblestore: store directory is in use by another process")
+)
+
+// DB is a Pebble state.Backend. It is not safe for concurrent use.
+type DB struct {
+	db       *pebble.DB
+	dir      string
+	ownCache *pebble.Cache
+	closed   bool
+	scratch  []byte
+}
+
+var _ state.Backend = (*DB)(nil)
+
+// Open opens or creates the store directory dir for id.
+func Open(dir string, id Identity, opts Options) (*DB, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkIdentity(dir, id); err != nil {
+		return nil, err
+	}
+	// The identity goes in first: a directory with Pebble files and no
+	// identity was not made by us.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("pebblestore: %w", err)
+	}
+	if err := writeIdentity(dir, id); err != nil {
+		return nil, err
+	}
+	d := &DB{dir: dir}
+	cache := opts.Cache
+	if cache == nil {
+		d.ownCache = pebble.NewCache(opts.CacheSize)
+		cache = d.ownCache
+	}
+	po := &pebble.Options{
+		Cache:        cache,
+		MemTableSize: opts.MemTableSize,
+		DisableWAL:   true,
+		Logger:       quietLogger{},
+	}
+	po.Levels = make([]pebble.LevelOptions, 7)
+	for i := range po.Levels {
+		if opts.BloomBitsPerKey > 0 {
+			po.Levels[i].FilterPolicy = bloom.FilterPolicy(opts.BloomBitsPerKey)
+		}
+	}
+	po.EnsureDefaults()
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		if d.ownCache != nil {
+			d.ownCache.Unref()
+		}
+		switch {
+		case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EWOULDBLOCK), strings.Contains(err.Error(), "lock"):
+			return nil, fmt.Errorf("%w: %s: %v", ErrLocked, dir, err)
+		case pebble.IsCorruptionError(err), errors.Is(err, pebble.ErrCorruption):
+			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, dir, err)
+		default:
+			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, dir, err)
+		}
+	}
+	d.db = db
+	return d, nil
+}
+
+func checkIdentity(dir string, want Identity) error {
+	b, err := os.ReadFile(filepath.Join(dir, identityFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// A new directory, or a Pebble directory without identity:
+		// only accept the former.
+		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+			return fmt.Errorf("%w: %s has no %s file", ErrForeign, dir, identityFile)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("pebblestore: %w", err)
+	}
+	var got Identity
+	if err := json.Unmarshal(b, &got); err != nil {
+		return fmt.Errorf("%w: %s: identity file: %v", ErrCorrupt, dir, err)
+	}
+	if got != want {
+		return fmt.Errorf("%w: %s was created for job %q task %s with %d partitions, not job %q task %s with %d partitions",
+			ErrForeign, dir, got.Job, got.Task, got.Partitions, want.Job, want.Task, want.Partitions)
+	}
+	return nil
+}
+
+func writeIdentity(dir string, id Identity) error {
+	path := filepath.Join(dir, identityFile)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	b, _ := json.Marshal(id)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("pebblestore: write identity: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("pebblestore: write identity: %w", err)
+	}
+	return nil
+}
+
+// Key layout: a store's data keys are 0x01, the store name's length (one
+// byte), the name, then the user key; its offset is under 0x00 and the
+// same name encoding.
+const (
+	metaSpace byte = 0x00
+	dataSpace byte = 0x01
+)
+
+func appendPrefix(dst []byte, space byte, store string) []byte {
+	dst = append(dst, space, byte(len(store)))
+	return append(dst, store...)
+}
+
+func (d *DB) dataKey(store string, key []byte) []byte {
+	d.scratch = append(appendPrefix(d.scratch[:0], dataSpace, store), key...)
+	return d.scratch
+}
+
+// Get implements state.Backend.
+func (d *DB) Get(store string, key []byte) ([]byte, error) {
+	if d.closed {
+		return nil, state.ErrClosed
+	}
+	v, closer, err := d.db.Get(d.dataKey(store, key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, state.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pebblestore: get from %s: %w", store, err)
+	}
+	out := bytes.Clone(v)
+	if out == nil {
+		out = []byte{}
+	}
+	closer.Close()
+	return out, nil
+}
+
+// Apply implements state.Backend.
+func (d *DB) Apply(b *state.Batch) error {
+	if d.closed {
+		return state.ErrClosed
+	}
+	pb := d.db.NewBatch()
+	defer pb.Close()
+	var k []byte
+	for _, op := range b.Ops {
+		k = append(appendPrefix(k[:0], dataSpace, op.Store), op.Key...)
+		var err error
+		if op.Value == nil {
+			err = pb.Delete(k, nil)
+		} else {
+			err = pb.Set(k, op.Value, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("pebblestore: batch: %w", err)
+		}
+	}
+	for store, off := range b.Offsets {
+		k = appendPrefix(k[:0], metaSpace, store)
+		if err := pb.Set(k, binary.BigEndian.AppendUint64(nil, uint64(off)), nil); err != nil {
+			return fmt.Errorf("pebblestore: batch: %w", err)
+		}
+	}
+	if err := d.db.Apply(pb, pebble.NoSync); err != nil {
+		return fmt.Errorf("pebblestore: apply to %s: %w", d.dir, err)
+	}
+	return nil
+}
+
+// Offset implements state.Backend.
+func (d *DB) Offset(store string) (int64, error) {
+	if d.closed {
+		return 0, state.ErrClosed
+	}
+	v, closer, err := d.db.Get(appendPrefix(nil, metaSpace, store))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return state.NoOffset, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pebblestore: offset of %s: %w", store, err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: %s: offset of store %s has %d bytes", ErrCorrupt, d.dir, store, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// Wipe implements state.Backend.
+func (d *DB) Wipe(store string) error {
+	if d.closed {
+		return state.ErrClosed
+	}
+	lo := appendPrefix(nil, dataSpace, store)
+	pb := d.db.NewBatch()
+	defer pb.Close()
+	if err := pb.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
+		return fmt.Errorf("pebblestore: wipe %s: %w", store, err)
+	}
+	if err := pb.Delete(appendPrefix(nil, metaSpace, store), nil); err != nil {
+		return fmt.Errorf("pebblestore: wipe %s: %w", store, err)
+	}
+	return d.db.Apply(pb, pebble.NoSync)
+}
+
+// Flush writes the memtables to disk, so that a crash after it loses no
+// applied batch. Closing flushes too.
+func (d *DB) Flush() error {
+	if d.closed {
+		return state.ErrClosed
+	}
+	return d.db.Flush()
+}
+
+// Close implements state.Backend: it flushes and closes the database.
+func (d *DB) Close() error {
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	// With the WAL off, only flushed data survives: flush so that a clean
+	// shutdown leaves nothing to restore.
+	err := d.db.Flush()
+	err = errors.Join(err, d.db.Close())
+	if d.ownCache != nil {
+		d.ownCache.Unref()
+	}
+	if err != nil {
+		return fmt.Errorf("pebblestore: close %s: %w", d.dir, err)
+	}
+	return nil
+}
+
+// NewIter implements state.Backend.
+func (d *DB) NewIter(store string, lower, upper []byte) stream.Iterator {
+	if d.closed {
+		return &iter{err: state.ErrClosed}
+	}
+	prefix := appendPrefix(nil, dataSpace, store)
+	lo := append(bytes.Clone(prefix), lower...)
+	var hi []byte
+	if upper == nil {
+		hi = prefixEnd(prefix)
+	} else {
+		hi = append(bytes.Clone(prefix), upper...)
+	}
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return &iter{err: fmt.Errorf("pebblestore: iterate %s: %w", store, err)}
+	}
+	return &iter{it: it, skip: len(prefix)}
+}
+
+type iter struct {
+	it      *pebble.Iterator
+	skip    int // the prefix length to strip from keys
+	started bool
+	err     error
+}
+
+func (i *iter) Next() bool {
+	if i.it == nil {
+		return false
+	}
+	if !i.started {
+		i.started = true
+		return i.it.First()
+	}
+	return i.it.Next()
+}
+
+func (i *iter) Key() []byte   { return bytes.Clone(i.it.Key()[i.skip:]) }
+func (i *iter) Value() []byte { return bytes.Clone(i.it.Value()) }
+
+func (i *iter) Err() error {
+	if i.err != nil || i.it == nil {
+		return i.err
+	}
+	return i.it.Error()
+}
+
+func (i *iter) Close() error {
+	if i.it == nil {
+		return nil
+	}
+	err := i.it.Close()
+	i.it = nil
+	return err
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+func (quietLogger) Errorf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "pebble: "+format+"\n", args...)
+}
+func (quietLogger) Fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "pebble: "+format+"\n", args...)
+	os.Exit(1)
+}
