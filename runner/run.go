@@ -106,6 +106,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.SessionTimeout(r.cfg.SessionTimeout),
+		// kgo's default of 3s would exceed a short session timeout (an
+		// error) or come too close to it: Kafka's rule of a third.
+		kgo.HeartbeatInterval(min(3*time.Second, r.cfg.SessionTimeout/3)),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(), // to advance past transaction markers
@@ -248,7 +251,7 @@ func (m *member) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 			}
 			t := m.tasks[id]
 			if t == nil {
-				et, err := engine.NewTask(ctx, m.r.topo, id, m, m.partitions)
+				et, err := engine.NewTask(ctx, m.r.topo, id, m, m.partitions, nil)
 				if err == nil {
 					err = et.Init()
 				}
@@ -358,7 +361,7 @@ func (m *member) run(ctx context.Context) (err error) {
 	m.lastCommit = time.Now()
 	defer func() { err = errors.Join(err, m.shutdown()) }()
 	for {
-		recs := m.cl.PollRecords(ctx, maxPollRecords)
+		recs := m.poll(ctx)
 		if recs.IsClientClosed() || ctx.Err() != nil {
 			return nil
 		}
@@ -376,6 +379,9 @@ func (m *member) run(ctx context.Context) (err error) {
 		}
 		if err == nil && time.Since(m.lastCommit) >= m.r.cfg.CommitInterval {
 			err = m.commitLocked(ctx)
+			if ctx.Err() != nil {
+				err = nil // shutting down: shutdown commits, with its own deadline
+			}
 		}
 		done := err == nil && m.r.cfg.UntilEnd && m.reachedEndLocked()
 		m.mu.Unlock()
@@ -388,6 +394,27 @@ func (m *member) run(ctx context.Context) (err error) {
 		}
 		m.cl.AllowRebalance()
 	}
+}
+
+// untilEndPoll bounds a poll with Config.UntilEnd, so that the loop sees
+// it reached the end even when no record is left to arrive.
+const untilEndPoll = 200 * time.Millisecond
+
+// poll returns the next records, or none once a commit may be due (or,
+// with Config.UntilEnd, after untilEndPoll): the loop must commit, and see
+// the end, even when no record arrives.
+func (m *member) poll(ctx context.Context) kgo.Fetches {
+	wait := m.r.cfg.CommitInterval
+	if m.r.cfg.UntilEnd {
+		wait = min(wait, untilEndPoll)
+	}
+	pctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	recs := m.cl.PollRecords(pctx, maxPollRecords)
+	if ctx.Err() == nil && recs.NumRecords() == 0 && errors.Is(recs.Err0(), context.DeadlineExceeded) {
+		return nil // nothing arrived in time
+	}
+	return recs
 }
 
 // processLocked runs the polled records through their tasks, tasks in

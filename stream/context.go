@@ -27,6 +27,10 @@ type Context interface {
 	// acknowledged. The record's bytes must not be modified after Emit.
 	Emit(topic string, rec RawRecord) error
 
+	// Store returns a store the processor's node or task declared (see
+	// [WithStores] and [TaskSpec.Stores]).
+	Store(name string) (Store, error)
+
 	// StreamTime is the largest record timestamp this task has seen: the
 	// task's clock. It never goes backwards and never reads the wall clock.
 	StreamTime() time.Time

@@ -26,17 +26,31 @@ type Job struct {
 		built bool
 	}
 
-	nodes   []*node
-	sources map[string]*source // by input topic
-	outputs map[string]*node   // by output topic, the first node writing it
-	errs    []error
+	nodes    []*node
+	sources  map[string]*source    // by input topic
+	outputs  map[string]*node      // by output topic, the first node writing it
+	internal map[string]bool       // repartition topics, which the runner creates
+	stores   map[string]*storeDecl // by store name
+	errs     []error
+}
+
+// storeDecl is a store and the node that uses it.
+type storeDecl struct {
+	spec StoreSpec
+	node *node
 }
 
 // NewJob returns an empty job. The name identifies the job to Kafka: it is
 // the consumer group's name and the prefix of the job's internal topics,
 // so it must be a legal topic name and must not change between runs.
 func NewJob(name string) *Job {
-	j := &Job{name: name, sources: map[string]*source{}, outputs: map[string]*node{}}
+	j := &Job{
+		name:     name,
+		sources:  map[string]*source{},
+		outputs:  map[string]*node{},
+		internal: map[string]bool{},
+		stores:   map[string]*storeDecl{},
+	}
 	if err := validName(name); err != nil {
 		j.errorf("stream: job name: %w", err)
 	}
@@ -69,6 +83,20 @@ type node struct {
 	parents []*node
 	inputs  []string // the topics a source or task reads
 	outputs []string // the topics a sink or task writes
+	stores  []string // the stores it uses
+}
+
+func (j *Job) addStore(spec StoreSpec, n *node) {
+	if err := validName(spec.Name); err != nil {
+		j.errorf("stream: store name: %w", err)
+		return
+	}
+	if prev, ok := j.stores[spec.Name]; ok {
+		j.errorf("stream: store %q is declared twice (by %s and %s)", spec.Name, prev.node.name, n.name)
+		return
+	}
+	j.stores[spec.Name] = &storeDecl{spec: spec, node: n}
+	n.stores = append(n.stores, spec.Name)
 }
 
 func (j *Job) addNode(kind string, parents ...*node) *node {
@@ -268,17 +296,38 @@ func source3[K, V any](rec Record[K, V]) string {
 // state. If the returned processor implements [Initializer] or
 // [io.Closer]-like Close() error, it is initialised before the task's first
 // record and closed when the task stops.
-func Via[K, V, K2, V2 any](s Stream[K, V], kind string, newProcessor func(next Processor[K2, V2]) Processor[K, V]) Stream[K2, V2] {
-	outs := ViaN(s, kind, 1, func(next []Processor[K2, V2]) Processor[K, V] { return newProcessor(next[0]) })
+func Via[K, V, K2, V2 any](s Stream[K, V], kind string, newProcessor func(next Processor[K2, V2]) Processor[K, V], opts ...NodeOption) Stream[K2, V2] {
+	outs := ViaN(s, kind, 1, func(next []Processor[K2, V2]) Processor[K, V] { return newProcessor(next[0]) }, opts...)
 	return outs[0]
+}
+
+// NodeOption configures a node added with [Via] or [ViaN].
+type NodeOption func(*nodeOptions)
+
+type nodeOptions struct {
+	stores []StoreSpec
+}
+
+// WithStores declares the stores a node's processor uses through
+// [Context.Store]. Each store belongs to the node's sub-topology and has a
+// changelog topic the runner creates.
+func WithStores(specs ...StoreSpec) NodeOption {
+	return func(o *nodeOptions) { o.stores = append(o.stores, specs...) }
 }
 
 // ViaN is [Via] for a processor with n output streams, such as a branch.
 // The processor receives the n downstream processors in order.
-func ViaN[K, V, K2, V2 any](s Stream[K, V], kind string, n int, newProcessor func(next []Processor[K2, V2]) Processor[K, V]) []Stream[K2, V2] {
+func ViaN[K, V, K2, V2 any](s Stream[K, V], kind string, n int, newProcessor func(next []Processor[K2, V2]) Processor[K, V], opts ...NodeOption) []Stream[K2, V2] {
 	p := s.port()
 	j := p.job
 	op := j.addNode(kind, p.node)
+	var o nodeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	for _, spec := range o.stores {
+		j.addStore(spec, op)
+	}
 	outs := make([]Stream[K2, V2], n)
 	for i := range outs {
 		outs[i] = newStream[K2, V2](j, op)

@@ -18,6 +18,8 @@ type TaskSpec struct {
 	Inputs []string
 	// Outputs are the topics the task may Emit to.
 	Outputs []string
+	// Stores are the stores the task uses through Context.Store.
+	Stores []StoreSpec
 	// New returns the Task for one partition. It is called once per task.
 	New func() Task
 }
@@ -54,5 +56,8 @@ func AddTask(j *Job, spec TaskSpec) {
 	}
 	for _, topic := range spec.Outputs {
 		j.addOutput(topic, n)
+	}
+	for _, st := range spec.Stores {
+		j.addStore(st, n)
 	}
 }

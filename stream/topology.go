@@ -19,9 +19,21 @@ type Topology struct {
 // co-partitioned: partition p of each is processed by the same task.
 type Subtopology struct {
 	ID      int
-	Inputs  []string // sorted
-	Outputs []string // sorted
-	nodes   []*node  // in creation order
+	Inputs  []string    // sorted; includes repartition topics it reads
+	Outputs []string    // sorted; includes repartition topics it writes
+	Stores  []StoreSpec // sorted by name
+	nodes   []*node     // in creation order
+}
+
+// InternalTopic is a topic the runner creates and owns for a job.
+type InternalTopic struct {
+	Name string
+	// Repartition is true for a repartition topic, false for a changelog.
+	Repartition bool
+	// Sub is, for a changelog, the sub-topology of its store (the topic has
+	// that sub-topology's partition count); for a repartition topic, the
+	// sub-topology that writes it.
+	Sub int
 }
 
 // Build validates the job and returns its topology. It reports every
@@ -78,6 +90,9 @@ func (j *Job) Build() (*Topology, error) {
 		}
 		sub.nodes = append(sub.nodes, n)
 		sub.Inputs = append(sub.Inputs, n.inputs...)
+		for _, name := range n.stores {
+			sub.Stores = append(sub.Stores, j.stores[name].spec)
+		}
 		for _, o := range n.outputs {
 			if !slices.Contains(sub.Outputs, o) {
 				sub.Outputs = append(sub.Outputs, o)
@@ -87,6 +102,7 @@ func (j *Job) Build() (*Topology, error) {
 	for _, sub := range t.subs {
 		slices.Sort(sub.Inputs)
 		slices.Sort(sub.Outputs)
+		slices.SortFunc(sub.Stores, func(a, b StoreSpec) int { return strings.Compare(a.Name, b.Name) })
 		for _, in := range sub.Inputs {
 			t.bySource[in] = sub
 		}
@@ -100,11 +116,59 @@ func (t *Topology) Name() string { return t.job.name }
 // Subtopologies returns the sub-topologies, ordered by ID.
 func (t *Topology) Subtopologies() []*Subtopology { return t.subs }
 
-// Inputs returns every input topic of the job, sorted.
-func (t *Topology) Inputs() []string { return sortedKeys(t.job.sources) }
+// Inputs returns the job's input topics, sorted; not its internal topics.
+func (t *Topology) Inputs() []string {
+	return slices.DeleteFunc(sortedKeys(t.job.sources), func(s string) bool { return t.job.internal[s] })
+}
 
-// Outputs returns every output topic of the job, sorted.
-func (t *Topology) Outputs() []string { return sortedKeys(t.job.outputs) }
+// Outputs returns the job's output topics, sorted; not its internal
+// topics.
+func (t *Topology) Outputs() []string {
+	return slices.DeleteFunc(sortedKeys(t.job.outputs), func(s string) bool { return t.job.internal[s] })
+}
+
+// SourceTopics returns every topic the job consumes: its inputs and its
+// repartition topics, sorted.
+func (t *Topology) SourceTopics() []string { return sortedKeys(t.job.sources) }
+
+// Internal returns the topics the runner creates for the job: a changelog
+// per store (unless the store mirrors a topic) and the repartition topics,
+// sorted by name.
+func (t *Topology) Internal() []InternalTopic {
+	var out []InternalTopic
+	for _, sub := range t.subs {
+		for _, st := range sub.Stores {
+			if st.Changelog == "" {
+				out = append(out, InternalTopic{Name: t.ChangelogTopic(st.Name), Sub: sub.ID})
+			}
+		}
+		for _, o := range sub.Outputs {
+			if t.job.internal[o] {
+				out = append(out, InternalTopic{Name: o, Repartition: true, Sub: sub.ID})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b InternalTopic) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// ChangelogTopic returns the topic store is restored from: its changelog,
+// "<job>-<store>-changelog", or the topic it mirrors.
+func (t *Topology) ChangelogTopic(store string) string {
+	if d, ok := t.job.stores[store]; ok && d.spec.Changelog != "" {
+		return d.spec.Changelog
+	}
+	return t.job.name + "-" + store + "-changelog"
+}
+
+// Store returns the declaration of a store.
+func (t *Topology) Store(name string) (StoreSpec, bool) {
+	d, ok := t.job.stores[name]
+	if !ok {
+		return StoreSpec{}, false
+	}
+	return d.spec, true
+}
 
 // SubtopologyOf returns the sub-topology that reads topic.
 func (t *Topology) SubtopologyOf(topic string) (*Subtopology, bool) {
@@ -152,6 +216,9 @@ func (t *Topology) String() string {
 			}
 			if len(n.outputs) > 0 {
 				fmt.Fprintf(&sb, " (writes %s)", strings.Join(n.outputs, ", "))
+			}
+			if len(n.stores) > 0 {
+				fmt.Fprintf(&sb, " (stores %s)", strings.Join(n.stores, ", "))
 			}
 			sb.WriteByte('\n')
 		}

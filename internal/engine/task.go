@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/samsa-go/samsa/state"
 	"github.com/samsa-go/samsa/stream"
 )
 
@@ -32,8 +33,9 @@ type Task struct {
 }
 
 // NewTask instantiates the processors of task id. partitions gives the
-// partition count of each output topic of the job.
-func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out Emitter, partitions map[string]int32) (*Task, error) {
+// partition count of each output topic of the job; stores are the task's
+// stores (nil if its sub-topology has none).
+func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out Emitter, partitions map[string]int32, stores *state.TaskStores) (*Task, error) {
 	inst, err := topo.NewInstance(id.Subtopology)
 	if err != nil {
 		return nil, err
@@ -54,6 +56,12 @@ func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out E
 		out:         out,
 		outputs:     outputs,
 		partitioner: kgo.StickyKeyPartitioner(nil).ForTopic(""),
+		stores:      stores,
+	}
+	for _, spec := range sub.Stores {
+		if stores == nil || stores.Store(spec.Name) == nil {
+			return nil, fmt.Errorf("engine: task %s: store %q not provided", id, spec.Name)
+		}
 	}
 	return t, nil
 }
@@ -131,6 +139,16 @@ type taskContext struct {
 	scratch     kgo.Record // the key to partition, without an allocation per record
 	streamTime  time.Time
 	currentTS   time.Time // the timestamp of the input record being processed
+	stores      *state.TaskStores
+}
+
+func (c *taskContext) Store(name string) (stream.Store, error) {
+	if c.stores != nil {
+		if s := c.stores.Store(name); s != nil {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("engine: task %s: no store %q (declare it with stream.WithStores or TaskSpec.Stores)", c.id, name)
 }
 
 func (c *taskContext) Context() context.Context { return c.ctx }

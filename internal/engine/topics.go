@@ -26,3 +26,24 @@ func CheckCopartitioned(topo *stream.Topology, partitions map[string]int32) erro
 	}
 	return nil
 }
+
+// ResolveInternal adds to partitions the partition count of each internal
+// topic of topo: a changelog has its sub-topology's count; a repartition
+// topic has the largest count among the inputs of the sub-topology that
+// writes it. Sub-topologies are resolved in order, which is the order of
+// their dependencies: a sub-topology is created before one that reads
+// what it writes.
+func ResolveInternal(topo *stream.Topology, partitions map[string]int32) {
+	internal := topo.Internal()
+	for _, sub := range topo.Subtopologies() {
+		var n int32
+		for _, in := range sub.Inputs {
+			n = max(n, partitions[in])
+		}
+		for _, it := range internal {
+			if it.Sub == sub.ID {
+				partitions[it.Name] = n
+			}
+		}
+	}
+}

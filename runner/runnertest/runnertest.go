@@ -20,6 +20,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/samsa-go/samsa/internal/engine"
+	"github.com/samsa-go/samsa/state"
+	"github.com/samsa-go/samsa/state/memstore"
 	"github.com/samsa-go/samsa/stream"
 	"github.com/samsa-go/samsa/stream/serde"
 )
@@ -37,7 +39,8 @@ func Partitions(topic string, n int32) Option {
 type Driver struct {
 	topo       *stream.Topology
 	partitions map[string]int32
-	tasks      map[stream.TaskID]*engine.Task
+	tasks      map[stream.TaskID]*driverTask
+	queue      []stream.RawRecord              // records written to repartition topics, to process next
 	logs       map[string][][]stream.RawRecord // topic -> partition -> records
 	clock      time.Time
 	keyed      kgo.TopicPartitioner
@@ -54,7 +57,7 @@ func New(job *stream.Job, opts ...Option) (*Driver, error) {
 	d := &Driver{
 		topo:       topo,
 		partitions: map[string]int32{},
-		tasks:      map[stream.TaskID]*engine.Task{},
+		tasks:      map[stream.TaskID]*driverTask{},
 		logs:       map[string][][]stream.RawRecord{},
 		clock:      time.UnixMilli(0).UTC(),
 		keyed:      kgo.StickyKeyPartitioner(nil).ForTopic(""),
@@ -70,6 +73,12 @@ func New(job *stream.Job, opts ...Option) (*Driver, error) {
 			return nil, fmt.Errorf("runnertest: topic %q: %d partitions", t, n)
 		}
 		d.partitions[t] = n
+	}
+	for _, it := range topo.Internal() {
+		delete(d.partitions, it.Name) // derived, never set by hand
+	}
+	engine.ResolveInternal(topo, d.partitions)
+	for t, n := range d.partitions {
 		d.logs[t] = make([][]stream.RawRecord, n)
 	}
 	if err := engine.CheckCopartitioned(topo, d.partitions); err != nil {
@@ -104,20 +113,95 @@ func (d *Driver) Pipe(topic string, rec stream.RawRecord) error {
 		rec.Timestamp = d.clock
 	}
 	log[rec.Partition] = append(log[rec.Partition], rec)
+	if err := d.process(sub.ID, rec); err != nil {
+		return err
+	}
+	// Records written to repartition topics are read back at once, in
+	// the order they were written.
+	for len(d.queue) > 0 {
+		r := d.queue[0]
+		d.queue = d.queue[1:]
+		sub, _ := d.topo.SubtopologyOf(r.Topic)
+		if err := d.process(sub.ID, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-	id := stream.TaskID{Subtopology: sub.ID, Partition: rec.Partition}
+// driverTask is a task of the driver with its in-memory stores.
+type driverTask struct {
+	*engine.Task
+	stores *state.TaskStores
+}
+
+// process runs rec through its task, then commits the task: its store
+// changes go to the changelog topics, as the runner does at a commit.
+func (d *Driver) process(sub int, rec stream.RawRecord) error {
+	id := stream.TaskID{Subtopology: sub, Partition: rec.Partition}
 	t := d.tasks[id]
 	if t == nil {
 		var err error
-		if t, err = engine.NewTask(context.Background(), d.topo, id, d, d.partitions); err != nil {
-			return err
-		}
-		if err := t.Init(); err != nil {
+		if t, err = d.newTask(id); err != nil {
 			return err
 		}
 		d.tasks[id] = t
 	}
-	return t.Process(rec)
+	if err := t.Process(rec); err != nil {
+		return err
+	}
+	if t.stores != nil {
+		t.stores.Flush()
+		offsets := map[string]int64{}
+		for _, s := range t.stores.Stores() {
+			offsets[s.Name()] = int64(len(d.logs[d.topo.ChangelogTopic(s.Name())][id.Partition]))
+		}
+		return t.stores.Apply(offsets)
+	}
+	return nil
+}
+
+func (d *Driver) newTask(id stream.TaskID) (*driverTask, error) {
+	t := &driverTask{}
+	if specs := d.topo.Subtopologies()[id.Subtopology].Stores; len(specs) > 0 {
+		t.stores = state.NewTaskStores(memstore.New(), changelog{d, id.Partition}, specs, 1<<20)
+	}
+	et, err := engine.NewTask(context.Background(), d.topo, id, d, d.partitions, t.stores)
+	if err != nil {
+		return nil, err
+	}
+	if err := et.Init(); err != nil {
+		return nil, err
+	}
+	t.Task = et
+	return t, nil
+}
+
+// changelog writes a task's changelog records to the driver's topics.
+type changelog struct {
+	d         *Driver
+	partition int32
+}
+
+func (c changelog) Write(store string, key, value []byte) {
+	topic := c.d.topo.ChangelogTopic(store)
+	if _, ok := c.d.logs[topic]; ok {
+		c.d.append(topic, c.partition, stream.RawRecord{Key: key, Value: value, Timestamp: c.d.clock})
+	}
+}
+
+// Store returns the store name of the task for partition p of the
+// sub-topology that holds it, for tests to inspect state. It returns nil
+// if the task has not seen a record yet.
+func (d *Driver) Store(name string, p int32) stream.Store {
+	for id, t := range d.tasks {
+		if id.Partition == p && t.stores != nil {
+			if s := t.stores.Store(name); s != nil {
+				return s
+			}
+		}
+	}
+	return nil
 }
 
 // PartitionFor returns the partition a producer using Kafka's default
@@ -135,13 +219,22 @@ func (d *Driver) PartitionFor(topic string, key []byte) int32 {
 // SetTime sets the timestamp given to piped records that have none.
 func (d *Driver) SetTime(t time.Time) { d.clock = t }
 
-// Emit implements the engine's emitter: it appends to the output log.
+// Emit implements the engine's emitter: it appends to the output log, and
+// queues records written to a topic the job reads (a repartition topic).
 func (d *Driver) Emit(topic string, partition int32, rec stream.RawRecord) {
+	rec = d.append(topic, partition, rec)
+	if _, ok := d.topo.SubtopologyOf(topic); ok {
+		d.queue = append(d.queue, rec)
+	}
+}
+
+func (d *Driver) append(topic string, partition int32, rec stream.RawRecord) stream.RawRecord {
 	log := d.logs[topic]
 	rec.Topic = topic
 	rec.Partition = partition
 	rec.Offset = int64(len(log[partition]))
 	log[partition] = append(log[partition], rec)
+	return rec
 }
 
 // Records returns the records written to partition p of topic, in offset

@@ -1,0 +1,109 @@
+package operators
+
+import (
+	"fmt"
+
+	"github.com/samsa-go/samsa/state"
+	"github.com/samsa-go/samsa/stream"
+	"github.com/samsa-go/samsa/stream/serde"
+)
+
+// Grouped is a stream whose records are grouped by key, ready for
+// aggregation: every record of a key reaches the same task. It carries the
+// serdes its aggregations store keys and values with.
+type Grouped[K, V any] struct {
+	s     stream.Stream[K, V]
+	key   serde.Serde[K]
+	value serde.Serde[V]
+}
+
+// GroupByKey groups s by its current key. The stream must already be
+// partitioned by that key (it is, if the key is the key of the input
+// topic as its producer partitioned it); otherwise use [GroupBy].
+func GroupByKey[K, V any](s stream.Stream[K, V], key serde.Serde[K], value serde.Serde[V]) Grouped[K, V] {
+	return Grouped[K, V]{s: s, key: key, value: value}
+}
+
+// KeyBy gives each record the key fn returns and repartitions the stream
+// by it through the internal topic "<job>-<name>-repartition", so that all
+// records of a key reach one task. The job splits there into two
+// sub-topologies.
+func KeyBy[K, V, K2 any](s stream.Stream[K, V], name string, fn func(K, V) K2, key serde.Serde[K2], value serde.Serde[V]) stream.Stream[K2, V] {
+	rekeyed := Map(s, func(k K, v V) (K2, V) { return fn(k, v), v })
+	return stream.Repartition(rekeyed, name, key, value)
+}
+
+// GroupBy re-keys s with fn, repartitions it (see [KeyBy]) and groups it.
+func GroupBy[K, V, K2 any](s stream.Stream[K, V], name string, fn func(K, V) K2, key serde.Serde[K2], value serde.Serde[V]) Grouped[K2, V] {
+	return GroupByKey(KeyBy(s, name, fn, key, value), key, value)
+}
+
+// Aggregate folds the records of each key into an aggregate kept in the
+// store name: init gives a key's first aggregate, add folds in a record.
+// The result is a table; each update is a record of its Changes.
+func Aggregate[K, V, A any](g Grouped[K, V], name string, init func() A, add func(K, V, A) A, agg serde.Serde[A]) stream.Table[K, A] {
+	changes := stream.Via(g.s, "aggregate", func(next stream.Processor[K, stream.Change[A]]) stream.Processor[K, V] {
+		return &aggregator[K, V, A]{name: name, key: g.key, agg: agg, init: init, add: add, next: next}
+	}, stream.WithStores(stream.StoreSpec{Name: name}))
+	return stream.NewTable(changes, name, g.key, agg)
+}
+
+// Reduce combines the records of each key with fn, the first record of a
+// key being its first value.
+func Reduce[K, V any](g Grouped[K, V], name string, fn func(acc, v V) V) stream.Table[K, V] {
+	changes := stream.Via(g.s, "reduce", func(next stream.Processor[K, stream.Change[V]]) stream.Processor[K, V] {
+		return &aggregator[K, V, V]{name: name, key: g.key, agg: g.value, reduce: fn, next: next}
+	}, stream.WithStores(stream.StoreSpec{Name: name}))
+	return stream.NewTable(changes, name, g.key, g.value)
+}
+
+// Count counts the records of each key.
+func Count[K, V any](g Grouped[K, V], name string) stream.Table[K, int64] {
+	return Aggregate(g, name, func() int64 { return 0 }, func(_ K, _ V, n int64) int64 { return n + 1 }, serde.Int64)
+}
+
+// aggregator is the processor of Aggregate, Reduce and Count.
+type aggregator[K, V, A any] struct {
+	name   string
+	key    serde.Serde[K]
+	agg    serde.Serde[A]
+	init   func() A
+	add    func(K, V, A) A
+	reduce func(A, V) A // Reduce: A is V
+	next   stream.Processor[K, stream.Change[A]]
+	store  *state.KeyValue[K, A]
+}
+
+func (a *aggregator[K, V, A]) Init(ctx stream.Context) error {
+	s, err := ctx.Store(a.name)
+	if err != nil {
+		return err
+	}
+	a.store = state.Typed(s, a.key, a.agg)
+	return nil
+}
+
+func (a *aggregator[K, V, A]) Process(ctx stream.Context, r stream.Record[K, V]) error {
+	cur, found, err := a.store.Get(r.Key)
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.name, err)
+	}
+	switch {
+	case a.reduce != nil && !found:
+		cur = any(r.Value).(A)
+	case a.reduce != nil:
+		cur = a.reduce(cur, r.Value)
+	default:
+		if !found {
+			cur = a.init()
+		}
+		cur = a.add(r.Key, r.Value, cur)
+	}
+	if err := a.store.Put(r.Key, cur); err != nil {
+		return fmt.Errorf("%s: %w", a.name, err)
+	}
+	return a.next.Process(ctx, stream.Record[K, stream.Change[A]]{
+		Key: r.Key, Value: stream.Change[A]{Value: cur}, Timestamp: r.Timestamp, Headers: r.Headers,
+		Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+	})
+}
