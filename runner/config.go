@@ -54,6 +54,16 @@ type Config struct {
 	// reachable and accept our credentials. Default: 15s.
 	ConnectTimeout time.Duration
 
+	// CacheBytes bounds the record caches of the instance's stores,
+	// shared evenly by its tasks. Default: 64 MiB.
+	CacheBytes int64
+	// BlockCacheBytes is the size of the Pebble block cache shared by the
+	// instance's tasks. Default: 64 MiB.
+	BlockCacheBytes int64
+	// MemTableSize is the size of each task's Pebble memtable. Default:
+	// 16 MiB.
+	MemTableSize uint64
+
 	// Logger receives the runner's logs. Default: hclog's default logger
 	// named after the job.
 	Logger hclog.Logger
@@ -79,6 +89,15 @@ func (c *Config) EnsureDefaults(job string) {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 15 * time.Second
 	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = 64 << 20
+	}
+	if c.BlockCacheBytes == 0 {
+		c.BlockCacheBytes = 64 << 20
+	}
+	if c.MemTableSize == 0 {
+		c.MemTableSize = 16 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.New(&hclog.LoggerOptions{Name: job})
 	}
@@ -95,6 +114,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("runner: session timeout %s: must be positive", c.SessionTimeout)
 	case c.ConnectTimeout <= 0:
 		return fmt.Errorf("runner: connect timeout %s: must be positive", c.ConnectTimeout)
+	case c.CacheBytes < 0:
+		return fmt.Errorf("runner: cache bytes %d: must not be negative", c.CacheBytes)
+	case c.BlockCacheBytes < 1<<20:
+		return fmt.Errorf("runner: block cache bytes %d: want at least 1 MiB", c.BlockCacheBytes)
+	case c.MemTableSize < 1<<20:
+		return fmt.Errorf("runner: memtable size %d: want at least 1 MiB", c.MemTableSize)
 	}
 	return nil
 }
@@ -142,6 +167,16 @@ func (f *flagSet) Bool(p *bool, name string, def bool, usage string) {
 
 func (f *flagSet) Duration(p *time.Duration, name string, def time.Duration, usage string) {
 	f.fs.DurationVar(p, name, def, usage)
+	f.add(name, usage, false)
+}
+
+func (f *flagSet) Int64(p *int64, name string, def int64, usage string) {
+	f.fs.Int64Var(p, name, def, usage)
+	f.add(name, usage, false)
+}
+
+func (f *flagSet) Uint64(p *uint64, name string, def uint64, usage string) {
+	f.fs.Uint64Var(p, name, def, usage)
 	f.add(name, usage, false)
 }
 

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble"
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -19,6 +21,8 @@ import (
 	"github.com/samsa-go/samsa/connectors/kafka"
 	"github.com/samsa-go/samsa/internal/assign"
 	"github.com/samsa-go/samsa/internal/engine"
+	"github.com/samsa-go/samsa/state"
+	"github.com/samsa-go/samsa/state/pebblestore"
 	"github.com/samsa-go/samsa/stream"
 )
 
@@ -67,7 +71,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	admCl, err := kgo.NewClient(base...)
+	// The admin client lists topics it may create a moment later: its
+	// metadata must not be cached for kgo's default 5s.
+	admCl, err := kgo.NewClient(append(slices.Clone(base), kgo.MetadataMinAge(10*time.Millisecond))...)
 	if err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
@@ -81,13 +87,36 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.ensureInternalTopics(ctx, adm, partitions); err != nil {
+		return err
+	}
+	// Offset commits name topics by ID on recent brokers.
+	sources, err := adm.ListTopics(ctx, r.topo.SourceTopics()...)
+	if err != nil {
+		return fmt.Errorf("runner: list topics: %w", err)
+	}
+	topicIDs := map[string][16]byte{}
+	for name, d := range sources {
+		topicIDs[name] = d.ID
+	}
 
 	m := &member{
 		r:          r,
 		adm:        adm,
+		base:       base,
+		topicIDs:   topicIDs,
 		log:        r.log,
 		partitions: partitions,
 		tasks:      map[stream.TaskID]*task{},
+	}
+	if r.stateful() {
+		lock, err := lockStateDir(r.cfg.StateDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
+		m.blockCache = pebblestore.NewCache(r.cfg.BlockCacheBytes)
+		defer m.blockCache.Unref()
 	}
 	if r.cfg.UntilEnd {
 		if err := m.loadBounds(ctx); err != nil {
@@ -101,7 +130,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	opts := append(slices.Clone(base),
 		kgo.ConsumerGroup(r.topo.Name()),
-		kgo.ConsumeTopics(r.topo.Inputs()...),
+		kgo.ConsumeTopics(r.topo.SourceTopics()...),
 		kgo.Balancers(assign.New(subs)),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -167,13 +196,26 @@ func (r *Runner) checkTopics(ctx context.Context, adm *kadm.Client) (map[string]
 	return partitions, nil
 }
 
+// stateful reports whether the job has stores.
+func (r *Runner) stateful() bool {
+	for _, sub := range r.topo.Subtopologies() {
+		if len(sub.Stores) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // member is one running instance of the job in its consumer group.
 type member struct {
 	r          *Runner
 	cl         *kgo.Client
 	adm        *kadm.Client
+	base       []kgo.Opt // how to reach the brokers, for restore consumers
+	topicIDs   map[string][16]byte
 	log        hclog.Logger
-	partitions map[string]int32 // every input and output topic
+	partitions map[string]int32 // every topic of the job, internal ones included
+	blockCache *pebble.Cache    // shared by the tasks' Pebble stores
 
 	// For UntilEnd: where each input partition starts and ends.
 	starts, ends kadm.ListedOffsets
@@ -182,16 +224,34 @@ type member struct {
 	mu    sync.Mutex // the poll loop and the rebalance callbacks
 	tasks map[stream.TaskID]*task
 
+	restorePending atomic.Bool // tasks wait for their stores' restore
+	pollMu         sync.Mutex
+	pollCancel     context.CancelFunc // ends the poll in progress
+
 	produceErr atomic.Pointer[error] // the first failed output write
 	in, out    atomic.Int64
 	lastCommit time.Time
 }
 
-// task is one task's processors and its input positions.
+// task is one task's processors, its input positions and its stores.
 type task struct {
 	*engine.Task
 	inputs []*input // sorted by topic
 	err    error    // the error that stopped the last batch
+
+	stores       *state.TaskStores        // nil for a stateless task
+	logs         map[string]*changelogPos // by store
+	restoring    bool                     // stores not restored yet; inputs paused
+	stateChanged bool                     // stores flushed since the last commit
+}
+
+// close closes the task's processors and stores.
+func (t *task) close() error {
+	err := t.Close()
+	if t.stores != nil {
+		err = errors.Join(err, t.stores.Backend().Close())
+	}
+	return err
 }
 
 // input is one input partition of a task.
@@ -251,15 +311,11 @@ func (m *member) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 			}
 			t := m.tasks[id]
 			if t == nil {
-				et, err := engine.NewTask(ctx, m.r.topo, id, m, m.partitions, nil)
-				if err == nil {
-					err = et.Init()
-				}
-				if err != nil {
+				var err error
+				if t, err = m.newTask(ctx, id); err != nil {
 					m.fail(fmt.Errorf("runner: start task %s: %w", id, err))
 					continue
 				}
-				t = &task{Task: et}
 				m.tasks[id] = t
 				added = append(added, id.String())
 			}
@@ -276,8 +332,54 @@ func (m *member) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 		}
 	}
 	m.assignedOnce = true
+	// Tasks with stores wait for their restore, which the loop runs.
+	pause := map[string][]int32{}
+	for _, t := range m.tasks {
+		if t.restoring {
+			for _, in := range t.inputs {
+				pause[in.topic] = append(pause[in.topic], t.ID().Partition)
+			}
+		}
+		if t.stores != nil {
+			t.stores.SetCacheBytes(m.cacheBytesPerTask())
+		}
+	}
+	if len(pause) > 0 {
+		m.cl.PauseFetchPartitions(pause)
+		m.wake()
+	}
 	slices.Sort(added)
 	m.log.Info("tasks assigned", "added", strings.Join(added, ","), "owned", len(m.tasks))
+}
+
+// newTask creates task id: its stores, if it has any (restored later, by
+// the loop), and its processors.
+func (m *member) newTask(ctx context.Context, id stream.TaskID) (*task, error) {
+	t := &task{}
+	specs := m.r.topo.Subtopologies()[id.Subtopology].Stores
+	if len(specs) > 0 {
+		t.logs = map[string]*changelogPos{}
+		for _, s := range specs {
+			t.logs[s.Name] = m.newChangelogPos(m.r.topo.ChangelogTopic(s.Name))
+		}
+		var err error
+		if t.stores, err = m.openStores(id, specs, t); err != nil {
+			return nil, err
+		}
+		t.restoring = true
+	}
+	et, err := engine.NewTask(ctx, m.r.topo, id, m, m.partitions, t.stores)
+	if err == nil {
+		err = et.Init()
+	}
+	if err != nil {
+		if t.stores != nil {
+			t.stores.Backend().Close()
+		}
+		return nil, err
+	}
+	t.Task = et
+	return t, nil
 }
 
 // revoked commits what was processed and closes the revoked tasks.
@@ -310,7 +412,7 @@ func (m *member) dropLocked(parts map[string][]int32, why string) {
 			}
 			t.inputs = slices.DeleteFunc(t.inputs, func(in *input) bool { return in.topic == topic })
 			if len(t.inputs) == 0 {
-				if err := t.Close(); err != nil {
+				if err := t.close(); err != nil {
 					m.log.Warn("close task", "task", id, "error", err)
 				}
 				delete(m.tasks, id)
@@ -361,6 +463,14 @@ func (m *member) run(ctx context.Context) (err error) {
 	m.lastCommit = time.Now()
 	defer func() { err = errors.Join(err, m.shutdown()) }()
 	for {
+		if m.restorePending.Swap(false) {
+			m.mu.Lock()
+			err := m.restoreLocked(ctx)
+			m.mu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
 		recs := m.poll(ctx)
 		if recs.IsClientClosed() || ctx.Err() != nil {
 			return nil
@@ -377,13 +487,16 @@ func (m *member) run(ctx context.Context) (err error) {
 		if err == nil {
 			err = m.failed()
 		}
-		if err == nil && time.Since(m.lastCommit) >= m.r.cfg.CommitInterval {
+		if err == nil && (time.Since(m.lastCommit) >= m.r.cfg.CommitInterval || m.cachesFullLocked()) {
 			err = m.commitLocked(ctx)
 			if ctx.Err() != nil {
 				err = nil // shutting down: shutdown commits, with its own deadline
 			}
 		}
-		done := err == nil && m.r.cfg.UntilEnd && m.reachedEndLocked()
+		var done bool
+		if err == nil && m.r.cfg.UntilEnd {
+			done, err = m.reachedEndLocked(ctx)
+		}
 		m.mu.Unlock()
 		if err != nil {
 			return err
@@ -404,17 +517,48 @@ const untilEndPoll = 200 * time.Millisecond
 // with Config.UntilEnd, after untilEndPoll): the loop must commit, and see
 // the end, even when no record arrives.
 func (m *member) poll(ctx context.Context) kgo.Fetches {
+	if m.restorePending.Load() {
+		return nil // restore first
+	}
 	wait := m.r.cfg.CommitInterval
 	if m.r.cfg.UntilEnd {
 		wait = min(wait, untilEndPoll)
 	}
 	pctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	m.pollMu.Lock()
+	m.pollCancel = cancel
+	m.pollMu.Unlock()
 	recs := m.cl.PollRecords(pctx, maxPollRecords)
-	if ctx.Err() == nil && recs.NumRecords() == 0 && errors.Is(recs.Err0(), context.DeadlineExceeded) {
-		return nil // nothing arrived in time
+	m.pollMu.Lock()
+	m.pollCancel = nil
+	m.pollMu.Unlock()
+	if ctx.Err() == nil && pctx.Err() != nil && recs.NumRecords() == 0 {
+		return nil // nothing arrived in time, or a restore is waiting
 	}
 	return recs
+}
+
+// wake makes the loop's current poll return, so that the loop restores
+// newly assigned tasks without waiting for records.
+func (m *member) wake() {
+	m.restorePending.Store(true)
+	m.pollMu.Lock()
+	if m.pollCancel != nil {
+		m.pollCancel()
+	}
+	m.pollMu.Unlock()
+}
+
+// cachesFullLocked reports whether a task's store cache holds more changes
+// than it should: the loop then commits early.
+func (m *member) cachesFullLocked() bool {
+	for _, t := range m.tasks {
+		if t.stores != nil && t.stores.NeedsCommit() {
+			return true
+		}
+	}
+	return false
 }
 
 // processLocked runs the polled records through their tasks, tasks in
@@ -424,8 +568,8 @@ func (m *member) processLocked(fetches kgo.Fetches) error {
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		id, _ := m.taskID(fp.Topic, fp.Partition)
 		t := m.tasks[id]
-		if t == nil {
-			return // revoked while buffered; kgo drops these, this is a guard
+		if t == nil || t.restoring {
+			return // revoked while buffered, or paused: kgo drops these; a guard
 		}
 		for _, in := range t.inputs {
 			if in.topic == fp.Topic {
@@ -519,83 +663,208 @@ func (t *task) drainInput(in *input, limit int) (n int) {
 	return n
 }
 
-// commitLocked makes everything processed so far durable: it waits until
-// the brokers acknowledge every output written, then commits the input
-// offsets of the records that caused them. If any output write failed it
-// commits nothing and returns that error.
+// commitLocked makes everything processed so far durable:
+//
+//  1. each task's stores write their changes to their changelogs;
+//  2. wait until the brokers acknowledge every output and changelog write;
+//  3. commit the input offsets of the records processed, with the
+//     changelog offsets they correspond to as commit metadata;
+//  4. apply the stores' changes to the local stores, with those changelog
+//     offsets.
+//
+// If any write failed it commits nothing and returns that error. If the
+// group refuses the commit (we lost the tasks), the changes stay pending:
+// the next owner restores from the last commit.
 func (m *member) commitLocked(ctx context.Context) error {
 	start := time.Now()
+	for _, t := range m.tasks {
+		if t.stores != nil && !t.restoring && len(t.stores.Flush()) > 0 {
+			t.stateChanged = true
+		}
+	}
 	if err := m.cl.Flush(ctx); err != nil {
 		return fmt.Errorf("runner: flush outputs: %w", err)
 	}
 	if err := m.failed(); err != nil {
 		return err
 	}
-	offsets := map[string]map[int32]kgo.EpochOffset{}
-	var dirty []*input
-	for id, t := range m.tasks {
+
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group = m.r.topo.Name()
+	req.MemberID, req.Generation = m.cl.GroupMetadata()
+	topics := map[string]int{} // index in req.Topics
+	var committed []*task
+	for _, id := range slices.SortedFunc(maps.Keys(m.tasks), compareTaskIDs) {
+		t := m.tasks[id]
+		changed := t.stateChanged
 		for _, in := range t.inputs {
-			if !in.dirty {
-				continue
+			changed = changed || in.dirty
+		}
+		if t.restoring || !changed {
+			continue
+		}
+		var meta *string
+		if t.stores != nil {
+			offsets := map[string]int64{}
+			for name, pos := range t.logs {
+				if spec, _ := m.r.topo.Store(name); spec.Changelog == "" {
+					offsets[name] = pos.end()
+				}
 			}
-			if offsets[in.topic] == nil {
-				offsets[in.topic] = map[int32]kgo.EpochOffset{}
+			meta = kmsg.StringPtr(encodeMeta(offsets))
+		}
+		added := false
+		for _, in := range t.inputs {
+			if in.next.Offset < 0 {
+				continue // nothing known to commit yet
 			}
-			offsets[in.topic][id.Partition] = in.next
-			dirty = append(dirty, in)
+			i, ok := topics[in.topic]
+			if !ok {
+				i = len(req.Topics)
+				topics[in.topic] = i
+				rt := kmsg.NewOffsetCommitRequestTopic()
+				rt.Topic = in.topic
+				rt.TopicID = m.topicIDs[in.topic]
+				req.Topics = append(req.Topics, rt)
+			}
+			rp := kmsg.NewOffsetCommitRequestTopicPartition()
+			rp.Partition = id.Partition
+			rp.Offset = in.next.Offset
+			rp.LeaderEpoch = in.next.Epoch
+			rp.Metadata = meta
+			req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
+			added = true
+		}
+		if added {
+			committed = append(committed, t)
 		}
 	}
 	m.lastCommit = time.Now()
-	if len(dirty) == 0 {
+	if len(committed) == 0 {
 		return nil
 	}
-	var cerr error
-	m.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-		if err != nil {
-			cerr = err
-			return
-		}
+	resp, err := req.RequestWith(ctx, m.cl)
+	if err == nil {
 		for _, t := range resp.Topics {
 			for _, p := range t.Partitions {
 				if e := kerr.ErrorForCode(p.ErrorCode); e != nil {
-					cerr = errors.Join(cerr, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, e))
+					err = errors.Join(err, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, e))
 				}
 			}
 		}
-	})
+	}
 	switch {
-	case cerr == nil:
-	case errors.Is(cerr, kerr.RebalanceInProgress), errors.Is(cerr, kerr.IllegalGeneration),
-		errors.Is(cerr, kerr.UnknownMemberID), errors.Is(cerr, kerr.FencedInstanceID):
+	case err == nil:
+	case errors.Is(err, kerr.RebalanceInProgress), errors.Is(err, kerr.IllegalGeneration),
+		errors.Is(err, kerr.UnknownMemberID), errors.Is(err, kerr.FencedInstanceID):
 		// We are no longer the owner: the new owner re-processes from
 		// the last commit, which at-least-once allows.
-		m.log.Warn("commit refused by the group; tasks will be re-processed by their new owner", "error", cerr)
+		m.log.Warn("commit refused by the group; tasks will be re-processed by their new owner", "error", err)
 		return nil
 	default:
-		return fmt.Errorf("runner: commit offsets: %w", cerr)
+		return fmt.Errorf("runner: commit offsets: %w", err)
 	}
-	for _, in := range dirty {
-		in.dirty = false
+
+	for _, t := range committed {
+		for _, in := range t.inputs {
+			in.dirty = false
+		}
+		t.stateChanged = false
+		if t.stores == nil {
+			continue
+		}
+		offsets := map[string]int64{}
+		for name, pos := range t.logs {
+			if spec, _ := m.r.topo.Store(name); spec.Changelog != "" {
+				for _, in := range t.inputs {
+					if in.topic == spec.Changelog && in.next.Offset >= 0 {
+						offsets[name] = in.next.Offset
+					}
+				}
+				continue
+			}
+			pos.committed = pos.end()
+			offsets[name] = pos.committed
+		}
+		if err := t.stores.Apply(offsets); err != nil {
+			return fmt.Errorf("runner: task %s: apply committed changes to the local stores: %w", t.ID(), err)
+		}
 	}
-	m.log.Debug("committed", "partitions", len(dirty), "took", time.Since(start), "records_in", m.in.Load(), "records_out", m.out.Load())
+	m.log.Debug("committed", "tasks", len(committed), "took", time.Since(start), "records_in", m.in.Load(), "records_out", m.out.Load())
 	return nil
 }
 
-// reachedEndLocked reports whether every input partition this member owns
-// has been processed up to the end offsets seen at start.
-func (m *member) reachedEndLocked() bool {
-	if !m.assignedOnce {
-		return false
+func compareTaskIDs(a, b stream.TaskID) int {
+	if a.Subtopology != b.Subtopology {
+		return a.Subtopology - b.Subtopology
 	}
+	return int(a.Partition - b.Partition)
+}
+
+// reachedEndLocked reports whether every input partition this member owns
+// has been processed up to the end offsets seen at start. Repartition
+// topics have no fixed end: this job writes them. Once the job's own
+// inputs are done, their ends are read again, after flushing what this
+// member wrote, until the member has caught up with them.
+func (m *member) reachedEndLocked(ctx context.Context) (bool, error) {
+	if !m.assignedOnce {
+		return false, nil
+	}
+	var internal []string
 	for id, t := range m.tasks {
+		if t.restoring {
+			return false, nil
+		}
 		for _, in := range t.inputs {
 			end, ok := m.ends.Lookup(in.topic, id.Partition)
-			if ok && in.next.Offset < end.Offset {
-				return false
+			if !ok {
+				internal = append(internal, in.topic)
+				continue
+			}
+			if in.next.Offset < end.Offset {
+				return false, nil
 			}
 		}
 	}
-	return true
+	if len(internal) == 0 {
+		return true, nil
+	}
+	if err := m.cl.Flush(ctx); err != nil {
+		return false, err
+	}
+	slices.Sort(internal)
+	internal = slices.Compact(internal)
+	starts, err := m.adm.ListStartOffsets(ctx, internal...)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return false, fmt.Errorf("runner: list start offsets: %w", err)
+	}
+	ends, err := m.adm.ListCommittedOffsets(ctx, internal...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return false, fmt.Errorf("runner: list end offsets: %w", err)
+	}
+	for id, t := range m.tasks {
+		for _, in := range t.inputs {
+			end, ok := ends.Lookup(in.topic, id.Partition)
+			if !ok {
+				continue
+			}
+			next := in.next.Offset
+			if next < 0 {
+				start, _ := starts.Lookup(in.topic, id.Partition)
+				next = start.Offset
+			}
+			if next < end.Offset {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 // shutdown commits what was processed, closes the tasks and leaves the
@@ -606,7 +875,7 @@ func (m *member) shutdown() error {
 	m.mu.Lock()
 	err := m.commitLocked(ctx)
 	for id, t := range m.tasks {
-		if cerr := t.Close(); cerr != nil {
+		if cerr := t.close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("runner: close task %s: %w", id, cerr))
 		}
 		delete(m.tasks, id)

@@ -70,6 +70,12 @@ func NewTaskStores(backend Backend, log Changelog, specs []stream.StoreSpec, cac
 	return ts
 }
 
+// SetCacheBytes changes the cache bound, evicting if needed.
+func (ts *TaskStores) SetCacheBytes(n int) {
+	ts.maxBytes = n
+	ts.evict()
+}
+
 // Backend returns the backend under the stores.
 func (ts *TaskStores) Backend() Backend { return ts.backend }
 

@@ -1,0 +1,309 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/samsa-go/samsa/internal/engine"
+	"github.com/samsa-go/samsa/state"
+	"github.com/samsa-go/samsa/state/memstore"
+	"github.com/samsa-go/samsa/state/pebblestore"
+	"github.com/samsa-go/samsa/stream"
+)
+
+// changelogMinCompactionLag keeps a changelog's newest records from
+// compaction for this long. Records past the last commit of a crashed
+// instance are overwritten when its task restarts (see restoreTask); until
+// then compaction must not let them hide the committed records of the
+// same keys.
+const changelogMinCompactionLag = time.Hour
+
+// lockStateDir takes the instance's lock on its state directory, so that
+// two processes never share task stores.
+func lockStateDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("runner: state directory: %w", err)
+	}
+	path := filepath.Join(dir, "LOCK")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("runner: state directory lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		owner, _ := os.ReadFile(path)
+		return nil, fmt.Errorf("runner: state directory %s is in use by another instance (%s); give each instance its own --state-dir",
+			dir, strings.TrimSpace(string(owner)))
+	}
+	f.Truncate(0)
+	fmt.Fprintf(f, "pid %d", os.Getpid())
+	return f, nil
+}
+
+// ensureInternalTopics creates the job's changelog and repartition topics
+// that are missing, and checks the partition counts of those that exist.
+func (r *Runner) ensureInternalTopics(ctx context.Context, adm *kadm.Client, partitions map[string]int32) error {
+	internal := r.topo.Internal()
+	if len(internal) == 0 {
+		return nil
+	}
+	engine.ResolveInternal(r.topo, partitions)
+	names := make([]string, len(internal))
+	for i, it := range internal {
+		names[i] = it.Name
+	}
+	details, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("runner: list internal topics: %w", err)
+	}
+	var created []string
+	for _, it := range internal {
+		want := partitions[it.Name]
+		d, ok := details[it.Name]
+		if ok && d.Err == nil {
+			if got := int32(len(d.Partitions)); got != want {
+				return fmt.Errorf("runner: internal topic %q has %d partitions; the job needs %d (delete it, or restore the input topics' partition counts)", it.Name, got, want)
+			}
+			continue
+		}
+		if ok && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+			return fmt.Errorf("runner: internal topic %q: %w", it.Name, d.Err)
+		}
+		configs := map[string]*string{}
+		if it.Repartition {
+			configs["cleanup.policy"] = kadm.StringPtr("delete")
+		} else {
+			configs["cleanup.policy"] = kadm.StringPtr("compact")
+			configs["min.compaction.lag.ms"] = kadm.StringPtr(strconv.FormatInt(changelogMinCompactionLag.Milliseconds(), 10))
+		}
+		resp, err := adm.CreateTopic(ctx, want, -1, configs, it.Name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("runner: create internal topic %q: %w", it.Name, err)
+		}
+		r.log.Info("created internal topic", "topic", it.Name, "partitions", want, "compacted", !it.Repartition)
+		created = append(created, it.Name)
+	}
+	return waitForTopics(ctx, adm, created)
+}
+
+// waitForTopics waits until the brokers' metadata shows topics, which
+// trails their creation.
+func waitForTopics(ctx context.Context, adm *kadm.Client, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l, err := adm.ListStartOffsets(ctx, topics...)
+		if err == nil {
+			if err = l.Error(); err == nil {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("runner: created topics %s do not appear: %w", strings.Join(topics, ", "), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// openStores opens the local stores of task id: a Pebble database under
+// the state directory, or memory, per the stores' declarations. A Pebble
+// directory that is corrupt or was made for something else is wiped (it
+// is restored from the changelogs); one in use by another process is an
+// error.
+func (m *member) openStores(id stream.TaskID, specs []stream.StoreSpec, t *task) (*state.TaskStores, error) {
+	var durable, inMemory []string
+	for _, s := range specs {
+		if s.InMemory {
+			inMemory = append(inMemory, s.Name)
+		} else {
+			durable = append(durable, s.Name)
+		}
+	}
+	route := &splitBackend{byStore: map[string]state.Backend{}}
+	if len(inMemory) > 0 {
+		mem := memstore.New()
+		route.all = append(route.all, mem)
+		for _, s := range inMemory {
+			route.byStore[s] = mem
+		}
+	}
+	if len(durable) > 0 {
+		dir := filepath.Join(m.r.cfg.StateDir, "tasks", id.String())
+		ident := pebblestore.Identity{Job: m.r.topo.Name(), Task: id.String(), Partitions: m.partitions[m.r.topo.Subtopologies()[id.Subtopology].Inputs[0]]}
+		opts := pebblestore.Options{Cache: m.blockCache, MemTableSize: m.r.cfg.MemTableSize}
+		db, err := pebblestore.Open(dir, ident, opts)
+		if errors.Is(err, pebblestore.ErrForeign) || errors.Is(err, pebblestore.ErrCorrupt) {
+			m.log.Warn("wiping the local store directory; the stores will be restored from their changelogs", "task", id, "dir", dir, "reason", err)
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				return nil, fmt.Errorf("runner: wipe %s: %w", dir, rerr)
+			}
+			db, err = pebblestore.Open(dir, ident, opts)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("runner: task %s: %w", id, err)
+		}
+		route.all = append(route.all, db)
+		for _, s := range durable {
+			route.byStore[s] = db
+		}
+	}
+	return state.NewTaskStores(route, taskLog{m, t}, specs, m.cacheBytesPerTask()), nil
+}
+
+func (m *member) cacheBytesPerTask() int {
+	return int(m.r.cfg.CacheBytes) / max(1, len(m.tasks))
+}
+
+// splitBackend routes each store to its backend: Pebble or memory.
+type splitBackend struct {
+	byStore map[string]state.Backend
+	all     []state.Backend
+}
+
+func (s *splitBackend) Get(store string, key []byte) ([]byte, error) {
+	return s.byStore[store].Get(store, key)
+}
+
+func (s *splitBackend) NewIter(store string, lo, hi []byte) stream.Iterator {
+	return s.byStore[store].NewIter(store, lo, hi)
+}
+
+func (s *splitBackend) Offset(store string) (int64, error) { return s.byStore[store].Offset(store) }
+func (s *splitBackend) Wipe(store string) error            { return s.byStore[store].Wipe(store) }
+
+// Apply applies each backend's part of b; each store's data and offset
+// stay atomic, which is all the protocol needs.
+func (s *splitBackend) Apply(b *state.Batch) error {
+	if len(s.all) == 1 {
+		return s.all[0].Apply(b)
+	}
+	for _, be := range s.all {
+		var part state.Batch
+		for _, op := range b.Ops {
+			if s.byStore[op.Store] == be {
+				part.Ops = append(part.Ops, op)
+			}
+		}
+		for store, off := range b.Offsets {
+			if s.byStore[store] == be {
+				part.SetOffset(store, off)
+			}
+		}
+		if err := be.Apply(&part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *splitBackend) Close() error {
+	var errs []error
+	for _, be := range s.all {
+		errs = append(errs, be.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// changelogPos tracks one store's changelog partition.
+type changelogPos struct {
+	topic string
+	// committed is the changelog offset recorded with the task's last
+	// input commit: everything before it reflects committed input.
+	committed int64
+	// next is the offset after the last changelog record the broker
+	// acknowledged; -1 before the first.
+	next atomic.Int64
+	// promise is the produce callback of the store's changelog records.
+	promise func(*kgo.Record, error)
+}
+
+func (m *member) newChangelogPos(topic string) *changelogPos {
+	p := &changelogPos{topic: topic}
+	p.next.Store(-1)
+	p.promise = func(r *kgo.Record, err error) {
+		if err != nil {
+			m.produced(r, err)
+			return
+		}
+		p.acked(r)
+	}
+	return p
+}
+
+func (p *changelogPos) acked(r *kgo.Record) {
+	for {
+		cur := p.next.Load()
+		if r.Offset+1 <= cur || p.next.CompareAndSwap(cur, r.Offset+1) {
+			return
+		}
+	}
+}
+
+// end returns the changelog offset the store reaches once its flushed
+// writes are acknowledged.
+func (p *changelogPos) end() int64 { return max(p.committed, p.next.Load()) }
+
+// taskLog writes a task's changelog records.
+type taskLog struct {
+	m *member
+	t *task
+}
+
+func (l taskLog) Write(store string, key, value []byte) {
+	pos := l.t.logs[store]
+	kr := &kgo.Record{Topic: pos.topic, Partition: l.t.ID().Partition, Key: key, Value: value}
+	l.m.cl.Produce(context.Background(), kr, pos.promise)
+}
+
+// Offset commit metadata: the changelog offsets a commit corresponds to,
+// "samsa1;store=offset;store=offset", on each input partition of a task.
+const metaPrefix = "samsa1"
+
+func encodeMeta(offsets map[string]int64) string {
+	var sb strings.Builder
+	sb.WriteString(metaPrefix)
+	for _, s := range slices.Sorted(maps.Keys(offsets)) {
+		fmt.Fprintf(&sb, ";%s=%d", s, offsets[s])
+	}
+	return sb.String()
+}
+
+func decodeMeta(meta string) (map[string]int64, error) {
+	parts := strings.Split(meta, ";")
+	if parts[0] != metaPrefix {
+		return nil, fmt.Errorf("not samsa commit metadata: %q", meta)
+	}
+	out := map[string]int64{}
+	for _, p := range parts[1:] {
+		name, off, ok := strings.Cut(p, "=")
+		n, err := strconv.ParseInt(off, 10, 64)
+		if !ok || err != nil || n < 0 {
+			return nil, fmt.Errorf("bad changelog offset %q in commit metadata %q", p, meta)
+		}
+		out[name] = n
+	}
+	return out, nil
+}
