@@ -64,6 +64,10 @@ type Config struct {
 	// 16 MiB.
 	MemTableSize uint64
 
+	// HTTPAddr, if set, is where the runner serves Prometheus metrics at
+	// /metrics. Default: off.
+	HTTPAddr string
+
 	// Logger receives the runner's logs. Default: hclog's default logger
 	// named after the job.
 	Logger hclog.Logger

@@ -179,11 +179,16 @@ func (m *member) restoreRange(ctx context.Context, t *task, store, topic string,
 	var n int64
 	total := to - from
 	began, lastLog := time.Now(), time.Now()
+	restored := m.r.metrics.restored.WithLabelValues(store, t.ID().String())
+	left := m.r.metrics.restoreLeft.WithLabelValues(store, t.ID().String())
+	left.Set(float64(total))
 	apply := func(off int64) error {
 		b.SetOffset(store, off)
 		if err := backend.Apply(&b); err != nil {
 			return fmt.Errorf("runner: restore %s of task %s: %w", store, t.ID(), err)
 		}
+		restored.Add(float64(b.Len()))
+		left.Set(float64(to - off))
 		b.Reset()
 		return nil
 	}
@@ -204,9 +209,9 @@ func (m *member) restoreRange(ctx context.Context, t *task, store, topic string,
 				lastLog = time.Now()
 				done := r.Offset + 1 - from
 				rate := float64(done) / time.Since(began).Seconds()
-				left := time.Duration(float64(total-done) / rate * float64(time.Second))
+				eta := time.Duration(float64(total-done) / rate * float64(time.Second))
 				m.log.Info("restoring", "store", store, "task", t.ID(), "done", done, "total", total,
-					"rate", fmt.Sprintf("%.0f/s", rate), "left", left.Round(time.Second))
+					"rate", fmt.Sprintf("%.0f/s", rate), "left", eta.Round(time.Second))
 			}
 		}
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -33,9 +34,10 @@ const maxPollRecords = 10_000
 // Runner runs one instance of a job against Kafka brokers. Instances of one
 // job share its tasks through a consumer group named after the job.
 type Runner struct {
-	topo *stream.Topology
-	cfg  Config
-	log  hclog.Logger
+	topo    *stream.Topology
+	cfg     Config
+	log     hclog.Logger
+	metrics *metrics
 }
 
 // New validates the job and the configuration. cfg.Brokers must be set:
@@ -52,7 +54,7 @@ func New(job *stream.Job, cfg Config) (*Runner, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("runner: no brokers given")
 	}
-	return &Runner{topo: topo, cfg: cfg, log: cfg.Logger}, nil
+	return &Runner{topo: topo, cfg: cfg, log: cfg.Logger, metrics: newMetrics(job.Name())}, nil
 }
 
 // Topology returns the job's topology.
@@ -100,8 +102,26 @@ func (r *Runner) Run(ctx context.Context) error {
 		topicIDs[name] = d.ID
 	}
 
+	if r.cfg.HTTPAddr != "" {
+		hctx, stop := context.WithCancel(ctx)
+		defer stop()
+		addr, err := serveHTTP(hctx, r.cfg.HTTPAddr, r.metrics)
+		if err != nil {
+			return err
+		}
+		r.log.Info("serving metrics", "url", "http://"+addr+"/metrics")
+	}
+	out := map[string]prometheus.Counter{}
+	for _, t := range append(r.topo.Outputs(), r.topo.SourceTopics()...) {
+		out[t] = r.metrics.recordsOut.WithLabelValues(t)
+	}
+	for _, it := range r.topo.Internal() {
+		out[it.Name] = r.metrics.recordsOut.WithLabelValues(it.Name)
+	}
+
 	m := &member{
 		r:          r,
+		outCounter: out,
 		adm:        adm,
 		base:       base,
 		topicIDs:   topicIDs,
@@ -230,14 +250,16 @@ type member struct {
 
 	produceErr atomic.Pointer[error] // the first failed output write
 	in, out    atomic.Int64
+	outCounter map[string]prometheus.Counter // by topic; read-only
 	lastCommit time.Time
 }
 
 // task is one task's processors, its input positions and its stores.
 type task struct {
 	*engine.Task
-	inputs []*input // sorted by topic
-	err    error    // the error that stopped the last batch
+	inputs    []*input // sorted by topic
+	err       error    // the error that stopped the last batch
+	inCounter prometheus.Counter
 
 	stores       *state.TaskStores        // nil for a stateless task
 	logs         map[string]*changelogPos // by store
@@ -355,7 +377,7 @@ func (m *member) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 // newTask creates task id: its stores, if it has any (restored later, by
 // the loop), and its processors.
 func (m *member) newTask(ctx context.Context, id stream.TaskID) (*task, error) {
-	t := &task{}
+	t := &task{inCounter: m.r.metrics.recordsIn.WithLabelValues(id.String())}
 	specs := m.r.topo.Subtopologies()[id.Subtopology].Stores
 	if len(specs) > 0 {
 		t.logs = map[string]*changelogPos{}
@@ -448,6 +470,7 @@ func (m *member) Emit(topic string, partition int32, rec stream.RawRecord) {
 		}
 	}
 	m.out.Add(1)
+	m.outCounter[topic].Inc()
 	// Not the run context: a shutdown must still deliver what was
 	// processed before it commits.
 	m.cl.Produce(context.Background(), kr, m.produced)
@@ -607,11 +630,13 @@ func (m *member) processLocked(fetches kgo.Fetches) error {
 	return nil
 }
 
-// drain processes the task's queued records and returns how many. With
+// drain processes the task's queued records, counts them and returns how
+// many. With
 // several input partitions it takes the record with the lowest timestamp
 // next (the first topic by name on a tie), as Kafka Streams does. It stops
 // at the first error, leaving it in t.err and the failed record queued.
 func (t *task) drain() (n int) {
+	defer func() { t.inCounter.Add(float64(n)) }()
 	if len(t.inputs) == 1 {
 		return t.drainInput(t.inputs[0], -1)
 	}
@@ -790,6 +815,8 @@ func (m *member) commitLocked(ctx context.Context) error {
 			return fmt.Errorf("runner: task %s: apply committed changes to the local stores: %w", t.ID(), err)
 		}
 	}
+	m.r.metrics.commits.Inc()
+	m.r.metrics.commitSeconds.Observe(time.Since(start).Seconds())
 	m.log.Debug("committed", "tasks", len(committed), "took", time.Since(start), "records_in", m.in.Load(), "records_out", m.out.Load())
 	return nil
 }

@@ -1,0 +1,74 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are a runner's Prometheus metrics, in a registry of its own so
+// that several runners in one process do not collide.
+type metrics struct {
+	reg           *prometheus.Registry
+	recordsIn     *prometheus.CounterVec
+	recordsOut    *prometheus.CounterVec
+	commits       prometheus.Counter
+	commitSeconds prometheus.Histogram
+	restored      *prometheus.CounterVec
+	restoreLeft   *prometheus.GaugeVec
+}
+
+func newMetrics(job string) *metrics {
+	labels := prometheus.Labels{"job": job}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		recordsIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "samsa_records_in_total", Help: "Input records processed, by task.", ConstLabels: labels,
+		}, []string{"task"}),
+		recordsOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "samsa_records_out_total", Help: "Records written, by topic (outputs, repartition and changelog topics).", ConstLabels: labels,
+		}, []string{"topic"}),
+		commits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "samsa_commits_total", Help: "Commits of input offsets.", ConstLabels: labels,
+		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "samsa_commit_seconds", Help: "Time to flush outputs and commit offsets.", ConstLabels: labels,
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		restored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "samsa_restore_records_total", Help: "Changelog records restored into stores, by store and task.", ConstLabels: labels,
+		}, []string{"store", "task"}),
+		restoreLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "samsa_restore_remaining_records", Help: "Changelog records left to restore, by store and task.", ConstLabels: labels,
+		}, []string{"store", "task"}),
+	}
+	m.reg.MustRegister(m.recordsIn, m.recordsOut, m.commits, m.commitSeconds, m.restored, m.restoreLeft,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// serveHTTP serves /metrics on addr until ctx ends. It returns once the
+// listener is open, so a bad address is reported at start.
+func serveHTTP(ctx context.Context, addr string, m *metrics) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("runner: flag --http-addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shut)
+	}()
+	go func() { _ = srv.Serve(ln) }() // ends with ErrServerClosed at shutdown
+	return ln.Addr().String(), nil
+}
