@@ -167,11 +167,16 @@ func (r *Runner) Run(ctx context.Context) error {
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	)
+	// The client joins the group in the background: its rebalance
+	// callbacks, which lock m.mu, may run before NewClient returns, and
+	// must find m.cl set.
+	m.mu.Lock()
 	cl, err := kgo.NewClient(opts...)
+	m.cl = cl
+	m.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
-	m.cl = cl
 	r.log.Info("starting", "job", r.topo.Name(), "brokers", strings.Join(r.cfg.Brokers, ","),
 		"inputs", strings.Join(r.topo.Inputs(), ","), "outputs", strings.Join(r.topo.Outputs(), ","),
 		"commit_interval", r.cfg.CommitInterval)

@@ -155,7 +155,10 @@ func Open(dir string, id Identity, opts Options) (*DB, error) {
 			d.ownCache.Unref()
 		}
 		switch {
-		case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EWOULDBLOCK), strings.Contains(err.Error(), "lock"):
+		// Pebble's lock: fcntl's error if another process holds it, or
+		// its own error if this process does. Not any error that says
+		// "lock": the directory's path may (".../blocklist/...").
+		case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EWOULDBLOCK), strings.Contains(err.Error(), "lock held by current process"):
 			return nil, fmt.Errorf("%w: %s: %v", ErrLocked, dir, err)
 		case pebble.IsCorruptionError(err), errors.Is(err, pebble.ErrCorruption):
 			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, dir, err)
@@ -164,7 +167,33 @@ func Open(dir string, id Identity, opts Options) (*DB, error) {
 		}
 	}
 	d.db = db
+	// Pebble reads its tables lazily: read the stores' offsets now, so
+	// that a damaged table holding them is reported here, as ErrCorrupt
+	// (which the runner answers by wiping the directory), rather than by
+	// every restore of the task.
+	if err := d.checkOffsets(); err != nil {
+		_ = db.Close()
+		if d.ownCache != nil {
+			d.ownCache.Unref()
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, dir, err)
+	}
 	return d, nil
+}
+
+// checkOffsets reads the offset of every store.
+func (d *DB) checkOffsets() error {
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte{metaSpace}, UpperBound: []byte{dataSpace}})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		if len(it.Value()) != 8 {
+			err = fmt.Errorf("offset record %q has %d bytes", it.Key(), len(it.Value()))
+			break
+		}
+	}
+	return errors.Join(err, it.Error(), it.Close())
 }
 
 func checkIdentity(dir string, want Identity) error {

@@ -1,0 +1,153 @@
+// Command pipeline compares a samsa job with the franz-go loop a competent
+// user would write by hand for the same work, on the same broker, over the
+// same input:
+//
+//	go run ./bench/cmd/pipeline [--records 1000000] [--value-size 100] [--keys 10000]
+//	    [--partitions 4] [--runs 5] [--commit-interval 5s] [--samsa-threads 0]
+//	    [--brokers host:port | --broker-bin path] [--variants baseline,samsa]
+//	    [--cpuprofile dir]
+//
+// Without --brokers it builds cmd/samsa and runs `samsa broker` as a child
+// process with a fresh data directory. It creates an input topic, seeds it
+// once with --records records (values of --value-size lower-case letters,
+// keys "key-0" to "key-<keys-1>", partitioned by key), then runs each
+// variant --runs times, alternating which goes first:
+//
+//   - baseline: a hand-written kgo consume→map→produce loop with
+//     at-least-once commits (see baseline.go);
+//   - samsa: the same map as a samsa job, Input → MapValues → Output, run by
+//     runner.Runner with UntilEnd (see samsa.go);
+//   - consume: the baseline's loop without the map and the produce, to show
+//     what the broker delivers to a reader alone. Not run by default.
+//
+// The map upper-cases each value into a new slice (bench.Upper). Each run
+// of a variant is a child process of this command (the command re-executed
+// with the run's spec in the environment), with a fresh consumer group and
+// a fresh output topic; it consumes the input to the end offsets seen at
+// its start and returns after its final flush and commit. Its records/s
+// are the input records over the time from its first record to its
+// return; start-up and the group join are not counted. Its peak RSS and
+// CPU time are the child's rusage. The broker's CPU time over each child's
+// life is read from /proc (Linux only), so one can tell whether the
+// broker, rather than the client, is the bottleneck. After each run the
+// command checks that the output holds exactly one record per input
+// record and that the group committed the input's end offsets, then
+// deletes the output topic and the group.
+//
+// Peak RSS comes from rusage, so it is reported on Unix-like systems
+// only; the broker's CPU per run comes from /proc, so it is reported on
+// Linux only, and only for a broker this command started.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if spec := os.Getenv(childEnv); spec != "" {
+		os.Exit(childMain(spec))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pipeline: %v\n", err)
+		os.Exit(2)
+	}
+	if err := run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "pipeline: %v\n", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// config is the command line.
+type config struct {
+	records        int
+	valueSize      int
+	keys           int
+	partitions     int
+	runs           int
+	commitInterval time.Duration
+	samsaThreads   int
+	brokers        []string
+	brokerBin      string
+	variants       []string
+	cpuProfileDir  string
+}
+
+// parseFlags parses and checks the command line. Help goes to stderr.
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var (
+		cfg         config
+		brokers     string
+		variantList string
+	)
+	fs := flag.NewFlagSet("pipeline", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&cfg.records, "records", 1_000_000, "records to seed the input with")
+	fs.IntVar(&cfg.valueSize, "value-size", 100, "bytes of each record's value")
+	fs.IntVar(&cfg.keys, "keys", 10_000, "distinct keys")
+	fs.IntVar(&cfg.partitions, "partitions", 4, "partitions of the input and output topics")
+	fs.IntVar(&cfg.runs, "runs", 5, "runs of each variant")
+	fs.DurationVar(&cfg.commitInterval, "commit-interval", 5*time.Second, "how often every variant flushes its outputs and commits its offsets")
+	fs.IntVar(&cfg.samsaThreads, "samsa-threads", 0, "runner.Config.Threads of the samsa variant; 0 keeps the runner's default (GOMAXPROCS)")
+	fs.StringVar(&brokers, "brokers", "", "comma-separated `host:port` addresses of running brokers to use instead of starting `samsa broker`")
+	fs.StringVar(&cfg.brokerBin, "broker-bin", "", "samsa `binary` to run the broker with; empty builds ./cmd/samsa with the go command")
+	fs.StringVar(&variantList, "variants", "baseline,samsa", "comma-separated variants to run: baseline, samsa, consume")
+	fs.StringVar(&cfg.cpuProfileDir, "cpuprofile", "", "`dir`ectory to write a CPU profile of each run to, as <variant>-<run>.pprof")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"records", cfg.records}, {"value-size", cfg.valueSize}, {"keys", cfg.keys}, {"partitions", cfg.partitions}, {"runs", cfg.runs}} {
+		if f.v < 1 {
+			return config{}, fmt.Errorf("flag --%s: %d: must be at least 1", f.name, f.v)
+		}
+	}
+	if cfg.samsaThreads < 0 {
+		return config{}, fmt.Errorf("flag --samsa-threads: %d: must not be negative", cfg.samsaThreads)
+	}
+	if cfg.commitInterval <= 0 {
+		return config{}, fmt.Errorf("flag --commit-interval: %s: must be positive", cfg.commitInterval)
+	}
+	cfg.brokers = splitList(brokers)
+	cfg.variants = splitList(variantList)
+	if len(cfg.variants) == 0 {
+		return config{}, errors.New("flag --variants: no variant given")
+	}
+	for _, v := range cfg.variants {
+		if _, ok := variants[v]; !ok {
+			return config{}, fmt.Errorf("flag --variants: unknown variant %q (want baseline, samsa or consume)", v)
+		}
+	}
+	return cfg, nil
+}
+
+// splitList returns the non-empty elements of a comma-separated list.
+func splitList(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
