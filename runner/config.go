@@ -37,7 +37,9 @@ type Config struct {
 	EmbeddedListen string
 
 	// CommitInterval is how often outputs are flushed and input offsets
-	// committed. A crash re-processes at most about this much input.
+	// committed. A crash re-processes about this much input, plus the
+	// batch in progress (up to 10,000 records): the interval is checked
+	// between batches.
 	// Default: 5s.
 	CommitInterval time.Duration
 	// UntilEnd makes Run return once the input offsets it owns reach the

@@ -275,6 +275,8 @@ type taskLog struct {
 func (l taskLog) Write(store string, key, value []byte) {
 	pos := l.t.logs[store]
 	kr := &kgo.Record{Topic: pos.topic, Partition: l.t.ID().Partition, Key: key, Value: value}
+	l.m.out.Add(1)
+	l.m.outCounter[pos.topic].Inc()
 	l.m.cl.Produce(context.Background(), kr, pos.promise)
 }
 

@@ -304,15 +304,12 @@ func (s *Store) set(key, value []byte) {
 			ts.dirtyB -= e.size(k)
 		}
 	}
-	switch {
-	case value == nil:
-		e.value = nil
-	case e.pending || e.value == nil:
-		// A pending value is referenced by the staged batch and the
-		// changelog record: never write over it.
+	// A new slice every time, never a write over the old value: the old
+	// one may be staged for the backend, in a changelog record, or lent
+	// to a reader (see borrower).
+	e.value = nil
+	if value != nil {
 		e.value = bytes.Clone(value)
-	default:
-		e.value = append(e.value[:0], value...)
 	}
 	if !e.dirty {
 		e.dirty = true

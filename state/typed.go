@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -43,6 +44,9 @@ func (kv *KeyValue[K, V]) Get(k K) (V, bool, error) {
 		var found bool
 		if vb, found, err = b.get(kb); err != nil || !found {
 			return zero, false, err
+		}
+		if _, ok := kv.value.(serde.Aliasing); ok {
+			vb = bytes.Clone(vb) // the value read is the caller's to keep
 		}
 	} else {
 		vb, err = kv.store.Get(kb)

@@ -41,13 +41,13 @@ func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out E
 		return nil, err
 	}
 	sub := topo.Subtopologies()[id.Subtopology]
-	outputs := make(map[string]int32, len(sub.Outputs))
+	outputs := make(map[string]*output, len(sub.Outputs))
 	for _, o := range sub.Outputs {
 		n, ok := partitions[o]
 		if !ok || n <= 0 {
 			return nil, fmt.Errorf("engine: task %s: partition count of output topic %q unknown", id, o)
 		}
-		outputs[o] = n
+		outputs[o] = &output{partitions: n}
 	}
 	t := &Task{id: id, inst: inst}
 	t.tc = taskContext{
@@ -64,6 +64,24 @@ func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out E
 		}
 	}
 	return t, nil
+}
+
+// output is a declared output topic of a task.
+type output struct {
+	partitions int32
+	emitted    int64 // records emitted since the last TakeEmitted
+}
+
+// TakeEmitted calls fn with the number of records emitted to each output
+// topic since the last call, for metrics without a shared counter on the
+// per-record path.
+func (t *Task) TakeEmitted(fn func(topic string, n int64)) {
+	for topic, o := range t.tc.outputs {
+		if o.emitted > 0 {
+			fn(topic, o.emitted)
+			o.emitted = 0
+		}
+	}
 }
 
 // ID returns the task's ID.
@@ -134,7 +152,7 @@ type taskContext struct {
 	ctx         context.Context
 	id          stream.TaskID
 	out         Emitter
-	outputs     map[string]int32 // partition count by declared output topic
+	outputs     map[string]*output // by declared output topic
 	partitioner kgo.TopicPartitioner
 	scratch     kgo.Record // the key to partition, without an allocation per record
 	streamTime  time.Time
@@ -156,7 +174,7 @@ func (c *taskContext) TaskID() stream.TaskID    { return c.id }
 func (c *taskContext) StreamTime() time.Time    { return c.streamTime }
 
 func (c *taskContext) Emit(topic string, rec stream.RawRecord) error {
-	n, ok := c.outputs[topic]
+	o, ok := c.outputs[topic]
 	if !ok {
 		return fmt.Errorf("engine: task %s: emit to %q, which is not a declared output of its sub-topology", c.id, topic)
 	}
@@ -165,12 +183,13 @@ func (c *taskContext) Emit(topic string, rec stream.RawRecord) error {
 	}
 	var p int32
 	if rec.Key == nil {
-		p = c.id.Partition % n
+		p = c.id.Partition % o.partitions
 	} else {
 		c.scratch.Key = rec.Key
-		p = int32(c.partitioner.Partition(&c.scratch, int(n)))
+		p = int32(c.partitioner.Partition(&c.scratch, int(o.partitions)))
 		c.scratch.Key = nil
 	}
+	o.emitted++
 	c.out.Emit(topic, p, rec)
 	return nil
 }

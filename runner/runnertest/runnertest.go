@@ -109,6 +109,7 @@ func (d *Driver) Pipe(topic string, rec stream.RawRecord) error {
 	}
 	rec.Topic = topic
 	rec.Offset = int64(len(log[rec.Partition]))
+	rec.Key, rec.Value = clone(rec.Key), clone(rec.Value) // the job may keep or modify them
 	if rec.Timestamp.IsZero() {
 		rec.Timestamp = d.clock
 	}
@@ -385,4 +386,12 @@ func compareTaskID(a, b stream.TaskID) int {
 		return a.Subtopology - b.Subtopology
 	}
 	return int(a.Partition - b.Partition)
+}
+
+// clone copies b, keeping nil nil.
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte{}, b...)
 }

@@ -10,8 +10,10 @@ import (
 // key or value. Implementations must be safe for concurrent use and
 // deterministic: the same value always encodes to the same bytes.
 //
-// Decode must not retain b after it returns: the caller may reuse it.
-// Encode returns bytes that the caller owns.
+// Decode may return a value that shares memory with b (Bytes does): the
+// caller hands over b and must not modify it afterwards. The runner gives
+// every record bytes of its own and never reuses them. Encode returns
+// bytes that the caller owns.
 type Serde[T any] interface {
 	Encode(v T) ([]byte, error)
 	Decode(b []byte) (T, error)
@@ -39,18 +41,21 @@ type stringSerde struct{}
 func (stringSerde) Encode(v string) ([]byte, error) { return []byte(v), nil }
 func (stringSerde) Decode(b []byte) (string, error) { return string(b), nil }
 
-// Bytes passes bytes through. Decode copies, so the value is the caller's to
-// keep; Encode does not copy.
+// Bytes passes bytes through, copying nothing: Decode returns its input
+// and Encode its value.
 var Bytes Serde[[]byte] = bytesSerde{}
 
 type bytesSerde struct{}
 
 func (bytesSerde) Encode(v []byte) ([]byte, error) { return v, nil }
-func (bytesSerde) Decode(b []byte) ([]byte, error) {
-	if b == nil {
-		return nil, nil
-	}
-	return append([]byte(nil), b...), nil
+func (bytesSerde) Decode(b []byte) ([]byte, error) { return b, nil }
+func (bytesSerde) DecodeAliases()                  {}
+
+// Aliasing is implemented by serdes whose decoded values share memory with
+// their input, as Bytes' do. A caller that decodes bytes it does not hand
+// over (a store's cached value, say) copies them first for such a serde.
+type Aliasing interface {
+	DecodeAliases()
 }
 
 // Int64 is a big-endian 8-byte integer, as Kafka's LongSerializer writes
