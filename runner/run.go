@@ -490,7 +490,13 @@ func (m *member) produced(r *kgo.Record, err error) {
 
 func (m *member) run(ctx context.Context) (err error) {
 	m.lastCommit = time.Now()
-	defer func() { err = errors.Join(err, m.shutdown()) }()
+	defer func() {
+		var perr *stream.PanicError
+		if errors.As(err, &perr) {
+			m.log.Error("panic in a processor", "error", err, "stack", string(perr.Stack))
+		}
+		err = errors.Join(err, m.shutdown())
+	}()
 	for {
 		if m.restorePending.Swap(false) {
 			m.mu.Lock()

@@ -53,3 +53,12 @@ func (e *ProcessError) Error() string {
 }
 
 func (e *ProcessError) Unwrap() error { return e.Err }
+
+// PanicError is a panic in user code, recovered. Its message is one line;
+// the stack is kept for logs.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }

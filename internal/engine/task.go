@@ -138,7 +138,7 @@ func (t *Task) recoverInto(err *error, processing bool) {
 	if r == nil {
 		return
 	}
-	perr := fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+	perr := &stream.PanicError{Value: r, Stack: debug.Stack()}
 	if processing {
 		t.tc.currentTS = time.Time{}
 		*err = t.errorAt(perr)
