@@ -107,3 +107,55 @@ func (a *aggregator[K, V, A]) Process(ctx stream.Context, r stream.Record[K, V])
 		Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
 	})
 }
+
+// ToStreamOnCommit is [stream.Table.ToStream] with output caching, for
+// tables that change often: instead of one record per update, each commit
+// emits the latest value of every key that changed since the previous
+// commit, in the order the keys first changed. Deletions are dropped, as
+// in ToStream. The final values are the same as ToStream's, but how
+// updates collapse depends on when commits happen, so the output is not a
+// function of the input log alone: use ToStream where that matters. (The
+// in-process test driver commits after every record.)
+func ToStreamOnCommit[K, V any](t stream.Table[K, V]) stream.Stream[K, V] {
+	return stream.Via(t.Changes(), "to-stream-on-commit", func(next stream.Processor[K, V]) stream.Processor[K, stream.Change[V]] {
+		return &commitCache[K, V]{key: t.KeySerde(), next: next, index: map[string]int{}}
+	})
+}
+
+// commitCache holds a table's latest changes until the task commits.
+type commitCache[K, V any] struct {
+	key   serde.Serde[K]
+	next  stream.Processor[K, V]
+	index map[string]int // encoded key -> position in held
+	held  []stream.Record[K, stream.Change[V]]
+}
+
+func (c *commitCache[K, V]) Process(_ stream.Context, r stream.Record[K, stream.Change[V]]) error {
+	kb, err := c.key.Encode(r.Key)
+	if err != nil {
+		return fmt.Errorf("to-stream-on-commit: encode key: %w", err)
+	}
+	if i, ok := c.index[string(kb)]; ok {
+		c.held[i] = r
+		return nil
+	}
+	c.index[string(kb)] = len(c.held)
+	c.held = append(c.held, r)
+	return nil
+}
+
+func (c *commitCache[K, V]) Flush(ctx stream.Context) error {
+	for _, r := range c.held {
+		if r.Value.Deleted {
+			continue
+		}
+		if err := c.next.Process(ctx, stream.Record[K, V]{Key: r.Key, Value: r.Value.Value, Timestamp: r.Timestamp,
+			Headers: r.Headers, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}); err != nil {
+			return err
+		}
+	}
+	clear(c.index)
+	clear(c.held)
+	c.held = c.held[:0]
+	return nil
+}

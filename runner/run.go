@@ -721,7 +721,13 @@ func (t *task) drainInput(in *input, limit int) (n int) {
 func (m *member) commitLocked(ctx context.Context) error {
 	start := time.Now()
 	for _, t := range m.tasks {
-		if t.stores != nil && !t.restoring && len(t.stores.Flush()) > 0 {
+		if t.restoring {
+			continue
+		}
+		if err := t.Flush(); err != nil {
+			return err
+		}
+		if t.stores != nil && len(t.stores.Flush()) > 0 {
 			t.stateChanged = true
 		}
 	}

@@ -32,6 +32,14 @@ type Closer interface {
 	Close() error
 }
 
+// Flusher is implemented by processors that hold records back until the
+// task commits (such as operators.ToStreamOnCommit). Flush runs on the
+// task's goroutine before each commit and may forward records; they are
+// part of that commit.
+type Flusher interface {
+	Flush(ctx Context) error
+}
+
 // builder instantiates the processors of one sub-topology for one task.
 type builder struct {
 	memo    map[any]any // port or operator node -> its processor
@@ -41,7 +49,8 @@ type builder struct {
 func (b *builder) track(p any) {
 	_, isInit := p.(Initializer)
 	_, isClose := p.(Closer)
-	if isInit || isClose {
+	_, isFlush := p.(Flusher)
+	if isInit || isClose || isFlush {
 		b.tracked = append(b.tracked, p)
 	}
 }
@@ -75,6 +84,19 @@ func (in *Instance) Process(ctx Context, rec RawRecord) error {
 		return fmt.Errorf("stream: task %s does not read topic %q", ctx.TaskID(), rec.Topic)
 	}
 	return src.Process(ctx, rec)
+}
+
+// Flush flushes the instance's processors that hold records back, in the
+// order they were built (upstream first).
+func (in *Instance) Flush(ctx Context) error {
+	for _, p := range in.tracked {
+		if f, ok := p.(Flusher); ok {
+			if err := f.Flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Close closes the instance's processors in reverse build order and

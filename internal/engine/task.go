@@ -121,6 +121,16 @@ func (t *Task) errorAt(err error) error {
 	return &stream.ProcessError{Task: t.id, Topic: t.cur.topic, Partition: t.cur.partition, Offset: t.cur.offset, Err: err}
 }
 
+// Flush lets processors that hold records back forward them; the runner
+// calls it before each commit.
+func (t *Task) Flush() (err error) {
+	defer t.recoverInto(&err, false)
+	if err := t.inst.Flush(&t.tc); err != nil {
+		return fmt.Errorf("engine: task %s: flush: %w", t.id, err)
+	}
+	return nil
+}
+
 // Close closes the task's processors.
 func (t *Task) Close() (err error) {
 	defer t.recoverInto(&err, false)

@@ -151,6 +151,9 @@ func (d *Driver) process(sub int, rec stream.RawRecord) error {
 	if err := t.Process(rec); err != nil {
 		return err
 	}
+	if err := t.Flush(); err != nil {
+		return err
+	}
 	if t.stores != nil {
 		t.stores.Flush()
 		offsets := map[string]int64{}
