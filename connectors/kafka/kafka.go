@@ -10,9 +10,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -166,6 +168,11 @@ func Check(ctx context.Context, c Config, cl *kgo.Client, timeout time.Duration)
 	switch {
 	case errors.Is(err, kerr.SaslAuthenticationFailed), errors.Is(err, kerr.IllegalSaslState), errors.Is(err, kerr.UnsupportedSaslMechanism):
 		return fmt.Errorf("kafka: brokers %s rejected the SASL credentials of user %q: %w", strings.Join(c.Brokers, ","), c.SASL.User, err)
+	case c.SASL.Mechanism != "" && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
+		// Some brokers hang up on failed authentication instead of
+		// answering with an error.
+		return fmt.Errorf("kafka: brokers %s closed the connection during SASL %s authentication: rejected the SASL credentials of user %q? (%v)",
+			strings.Join(c.Brokers, ","), strings.ToUpper(c.SASL.Mechanism), c.SASL.User, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		hint := ""
 		if !c.TLS.enabled() {
