@@ -170,19 +170,31 @@ func (c *cli) run(ctx context.Context, args []string) error {
 	if rf.demo {
 		return c.runDemo(ctx, cfg)
 	}
-	if len(cfg.Brokers) == 0 {
-		b, err := startEmbedded(cfg, filepath.Join(cfg.StateDir, "broker"))
-		if err != nil {
-			return err
-		}
-		defer b.Close()
-		cfg.Brokers = []string{b.Addr()}
+	stop, err := brokersOrEmbedded(&cfg)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	r, err := New(c.job, cfg)
 	if err != nil {
 		return err
 	}
 	return r.Run(ctx)
+}
+
+// brokersOrEmbedded starts the embedded broker, with its data under the
+// state directory, if cfg names no brokers, and points cfg at it. The
+// returned function stops it.
+func brokersOrEmbedded(cfg *Config) (stop func(), err error) {
+	if len(cfg.Brokers) > 0 {
+		return func() {}, nil
+	}
+	b, err := startEmbedded(*cfg, filepath.Join(cfg.StateDir, "broker"))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Brokers = []string{b.Addr()}
+	return b.Close, nil
 }
 
 func startEmbedded(cfg Config, dataDir string) (*embedded.Broker, error) {

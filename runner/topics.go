@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -50,14 +49,11 @@ func (c *cli) createTopics(ctx context.Context, args []string) error {
 	cfg := rf.cfg
 	cfg.EmbeddedListen = rf.listen
 	cfg.EnsureDefaults(c.job.Name())
-	if len(cfg.Brokers) == 0 {
-		b, err := startEmbedded(cfg, filepath.Join(cfg.StateDir, "broker"))
-		if err != nil {
-			return err
-		}
-		defer b.Close()
-		cfg.Brokers = []string{b.Addr()}
+	stop, err := brokersOrEmbedded(&cfg)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	topo, err := c.job.Build()
 	if err != nil {
 		return err

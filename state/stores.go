@@ -326,7 +326,7 @@ func (s *Store) Range(start, end []byte) stream.Iterator {
 
 // Prefix implements stream.Store.
 func (s *Store) Prefix(prefix []byte) stream.Iterator {
-	return s.iter(prefix, prefixEnd(prefix))
+	return s.iter(prefix, PrefixEnd(prefix))
 }
 
 // iter merges the backend's keys with the changes not yet applied to it.
@@ -404,9 +404,9 @@ func (m *mergeIter) Value() []byte { return m.val }
 func (m *mergeIter) Err() error    { return m.err }
 func (m *mergeIter) Close() error  { return m.base.Close() }
 
-// prefixEnd returns the smallest key greater than every key with prefix p,
-// or nil if there is none.
-func prefixEnd(p []byte) []byte {
+// PrefixEnd returns the smallest key greater than every key with prefix
+// p, or nil if there is none: the upper bound of a prefix scan.
+func PrefixEnd(p []byte) []byte {
 	end := bytes.Clone(p)
 	for i := len(end) - 1; i >= 0; i-- {
 		if end[i] < 0xff {

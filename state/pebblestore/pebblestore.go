@@ -333,7 +333,7 @@ func (d *DB) Wipe(store string) error {
 	lo := appendPrefix(nil, dataSpace, store)
 	pb := d.db.NewBatch()
 	defer pb.Close()
-	if err := pb.DeleteRange(lo, prefixEnd(lo), nil); err != nil {
+	if err := pb.DeleteRange(lo, state.PrefixEnd(lo), nil); err != nil {
 		return fmt.Errorf("pebblestore: wipe %s: %w", store, err)
 	}
 	if err := pb.Delete(appendPrefix(nil, metaSpace, store), nil); err != nil {
@@ -379,7 +379,7 @@ func (d *DB) NewIter(store string, lower, upper []byte) stream.Iterator {
 	lo := append(bytes.Clone(prefix), lower...)
 	var hi []byte
 	if upper == nil {
-		hi = prefixEnd(prefix)
+		hi = state.PrefixEnd(prefix)
 	} else {
 		hi = append(bytes.Clone(prefix), upper...)
 	}
@@ -427,17 +427,6 @@ func (i *iter) Close() error {
 	return err
 }
 
-// prefixEnd returns the smallest key greater than every key with prefix p.
-func prefixEnd(p []byte) []byte {
-	end := bytes.Clone(p)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return nil
-}
 
 type quietLogger struct{}
 
