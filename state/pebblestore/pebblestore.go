@@ -427,7 +427,6 @@ func (i *iter) Close() error {
 	return err
 }
 
-
 type quietLogger struct{}
 
 func (quietLogger) Infof(string, ...any) {}
