@@ -30,11 +30,32 @@
 // A crash therefore loses nothing; on restart, records after the last
 // commit are processed again and their outputs written again.
 //
+// # State
+//
+// A task with stores opens them under --state-dir/tasks/<task> (Pebble) or
+// in memory, and restores them from their changelogs before its first
+// record: from the offset the local store reflects up to the changelog
+// offset committed with the task's input offsets (commit metadata
+// "samsa1;<store>=<offset>"). Changelog records past that offset, left by
+// an instance that died before committing, are overwritten with the
+// committed values at the next commit. A commit flushes each task's
+// changed keys to the changelogs, waits for every write to be
+// acknowledged, commits the input offsets with the changelog offsets, and
+// then applies the changes to the local stores. The state therefore always
+// reflects exactly the committed input, under at-least-once too.
+//
+// # Metrics
+//
+// With --http-addr, the runner serves Prometheus metrics at /metrics:
+// records in per task, records out per topic, commits and their latency,
+// and restore progress per store and task.
+//
 // # Shutdown
 //
 // SIGINT or SIGTERM (or cancelling Run's context) shuts down in this
-// order: stop polling; let in-flight records finish; flush outputs;
-// commit input offsets; close tasks; leave the group. The process then
+// order: stop polling; let in-flight records finish; flush outputs and
+// changelogs; commit input offsets; apply the stores' changes; close tasks
+// and their stores; leave the group. The process then
 // exits 0.
 //
 // # Errors
