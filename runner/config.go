@@ -198,7 +198,9 @@ func (f *flagSet) parse(args []string, env func(string) string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%s: %w", f.fs.Name(), err)
+		// The flag package names flags with one dash; our help uses two.
+		msg := strings.NewReplacer("flag -", "flag --", "defined: -", "defined: --").Replace(err.Error())
+		return fmt.Errorf("%s: %s", f.fs.Name(), msg)
 	}
 	set := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
