@@ -10,6 +10,8 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"strings"
+	"unicode"
 )
 
 // Upper is the map both sides of every comparison apply to each record's
@@ -40,4 +42,35 @@ func Values(n, size int) [][]byte {
 		values[i] = v
 	}
 	return values
+}
+
+// Lines returns n text lines of wordsPerLine words each, drawn from a
+// fixed vocabulary of vocabulary words of 3 to 10 lower-case letters:
+// the input of the word-count workload. They are pseudo-random from a
+// fixed seed: the same on every run.
+func Lines(n, wordsPerLine, vocabulary int) [][]byte {
+	rng := rand.New(rand.NewPCG(3, 4))
+	vocab := make([]string, vocabulary)
+	for i := range vocab {
+		w := make([]byte, 3+rng.IntN(8))
+		for j := range w {
+			w[j] = 'a' + byte(rng.IntN(26))
+		}
+		vocab[i] = string(w)
+	}
+	lines := make([][]byte, n)
+	for i := range lines {
+		words := make([]string, wordsPerLine)
+		for j := range words {
+			words[j] = vocab[rng.IntN(len(vocab))]
+		}
+		lines[i] = []byte(strings.Join(words, " "))
+	}
+	return lines
+}
+
+// Words returns the lower-cased words of a line, as the word-count
+// example (examples/wordcount) splits it.
+func Words(line string) []string {
+	return strings.FieldsFunc(strings.ToLower(line), func(r rune) bool { return !unicode.IsLetter(r) && r != '\'' })
 }

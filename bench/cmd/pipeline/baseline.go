@@ -21,19 +21,26 @@ const maxPollRecords = 10_000
 // runBaseline is the hand-written variant: consume, map, produce, with
 // at-least-once commits.
 func runBaseline(ctx context.Context, spec childSpec, first *firstRecord) error {
-	return handWritten(ctx, spec, first, true)
+	return handWritten(ctx, spec, first, func(in *kgo.Record, emit func(*kgo.Record)) {
+		emit(&kgo.Record{Key: in.Key, Value: bench.Upper(in.Value), Timestamp: in.Timestamp})
+	})
 }
 
 // runConsume is the hand-written loop that only consumes and commits: what
 // the broker delivers to a reader alone.
 func runConsume(ctx context.Context, spec childSpec, first *firstRecord) error {
-	return handWritten(ctx, spec, first, false)
+	return handWritten(ctx, spec, first, nil)
 }
 
+// process is the per-record work of a hand-written loop: it calls emit
+// with each output record (key, value and timestamp) of an input record.
+type process func(in *kgo.Record, emit func(out *kgo.Record))
+
 // handWritten is the loop a competent franz-go user writes for
-// at-least-once consume→map→produce: a consumer group with manual commits
-// and rebalances held off while a poll is processed; each record mapped
-// and produced asynchronously; every commit interval, a flush of the
+// at-least-once consume→process→produce: a consumer group with manual
+// commits and rebalances held off while a poll is processed; each record
+// processed by fn (nil: consume only) and its outputs produced
+// asynchronously; every commit interval, a flush of the
 // outputs, then a commit of the offsets polled. It stops once it has
 // consumed the input up to the end offsets seen at its start, after a
 // final flush and commit, and leaves the group.
@@ -44,7 +51,7 @@ func runConsume(ctx context.Context, spec childSpec, first *firstRecord) error {
 // does), no compression, and the input record's timestamp on the output
 // record. Records are processed on the polling goroutine, one partition
 // after the other.
-func handWritten(ctx context.Context, spec childSpec, first *firstRecord, produce bool) error {
+func handWritten(ctx context.Context, spec childSpec, first *firstRecord, fn process) error {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(spec.Brokers...),
 		kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelWarn, nil)),
@@ -75,6 +82,11 @@ func handWritten(ctx context.Context, spec childSpec, first *firstRecord, produc
 			err = fmt.Errorf("produce to %s/%d: %w", r.Topic, r.Partition, err)
 			failed.CompareAndSwap(nil, &err)
 		}
+	}
+	emit := func(out *kgo.Record) {
+		out.Topic = spec.Output
+		out.Partition = int32(partitioner.Partition(out, outPartitions))
+		cl.Produce(context.Background(), out, promise)
 	}
 	commit := func() error {
 		if err := cl.Flush(ctx); err != nil {
@@ -108,12 +120,9 @@ func handWritten(ctx context.Context, spec childSpec, first *firstRecord, produc
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			for _, r := range p.Records {
 				first.mark()
-				if !produce {
-					continue
+				if fn != nil {
+					fn(r, emit)
 				}
-				out := &kgo.Record{Topic: spec.Output, Key: r.Key, Value: bench.Upper(r.Value), Timestamp: r.Timestamp}
-				out.Partition = int32(partitioner.Partition(out, outPartitions))
-				cl.Produce(context.Background(), out, promise)
 			}
 			if n := len(p.Records); n > 0 && p.Records[n-1].Offset+1 >= remaining[p.Partition] {
 				delete(remaining, p.Partition)

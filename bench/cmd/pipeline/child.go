@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -21,6 +23,7 @@ const childEnv = "SAMSA_BENCH_CHILD"
 
 // childSpec is what one run of a variant does.
 type childSpec struct {
+	Workload       string
 	Variant        string
 	Brokers        []string
 	Input          string
@@ -35,6 +38,14 @@ type childSpec struct {
 type childReport struct {
 	Startup time.Duration // from the child's start to its first record
 	Elapsed time.Duration // from its first record to the end of its run
+	// Restored is the changelog records the samsa restore variant
+	// restored; 0 for the other variants.
+	Restored int64 `json:",omitempty"`
+	// PeakRSS is the child's own peak resident set in bytes (VmHWM, Linux
+	// only; 0 if unknown). The rusage of a child can report more: the
+	// child starts as a vfork sharing this process's memory, and Linux
+	// carries that memory's peak over the exec.
+	PeakRSS int64 `json:",omitempty"`
 }
 
 // variant is one way of processing the input.
@@ -44,21 +55,26 @@ type variant struct {
 	run func(ctx context.Context, spec childSpec, first *firstRecord) error
 	// writes says whether it writes to spec.Output.
 	writes bool
-}
-
-// variants are the variants by name.
-var variants = map[string]variant{
-	"baseline": {runBaseline, true},
-	"samsa":    {runSamsa, true},
-	"consume":  {runConsume, false},
+	// rerun says that it runs the job the harness prepared (see
+	// workload.restore) again, in that job's group, which it keeps.
+	rerun bool
 }
 
 // firstRecord notes when a variant saw its first record: the start of its
 // timed run. After the first record, marking costs one atomic load, in
-// every variant alike.
+// every variant alike. A variant that times itself (the restore) says so
+// with timed instead.
 type firstRecord struct {
-	start time.Time    // the child's start
-	since atomic.Int64 // nanoseconds from start to the first record; 0 until then
+	start    time.Time    // the child's start
+	since    atomic.Int64 // nanoseconds from start to the first record; 0 until then
+	elapsed  time.Duration
+	restored int64
+}
+
+// timed gives the variant's own measure of its timed run, which ends at
+// the variant's return, and of the records it restored.
+func (f *firstRecord) timed(elapsed time.Duration, restored int64) {
+	f.elapsed, f.restored = elapsed, restored
 }
 
 // mark notes that a record is being processed.
@@ -94,9 +110,9 @@ func childMain(specJSON string) int {
 func runVariant(spec childSpec, start time.Time) (childReport, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	v, ok := variants[spec.Variant]
+	v, ok := workloads[spec.Workload].variants[spec.Variant]
 	if !ok {
-		return childReport{}, fmt.Errorf("unknown variant %q", spec.Variant)
+		return childReport{}, fmt.Errorf("unknown variant %q of workload %q", spec.Variant, spec.Workload)
 	}
 	if spec.CPUProfile != "" {
 		f, err := os.Create(spec.CPUProfile)
@@ -114,11 +130,34 @@ func runVariant(spec childSpec, start time.Time) (childReport, error) {
 		return childReport{}, err
 	}
 	total := time.Since(start)
+	rep := childReport{PeakRSS: peakRSSOfSelf()}
+	if first.elapsed > 0 {
+		rep.Startup, rep.Elapsed, rep.Restored = total-first.elapsed, first.elapsed, first.restored
+		return rep, nil
+	}
 	since := time.Duration(first.since.Load())
 	if since == 0 {
 		return childReport{}, errors.New("the input had no record to consume")
 	}
-	return childReport{Startup: since, Elapsed: total - since}, nil
+	rep.Startup, rep.Elapsed = since, total-since
+	return rep, nil
+}
+
+// peakRSSOfSelf returns this process's peak resident set in bytes, from
+// /proc (Linux); 0 elsewhere.
+func peakRSSOfSelf() int64 {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(status)) {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" && f[2] == "kB" {
+			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
 }
 
 // result is one run of a variant, as the parent saw it.
@@ -174,6 +213,9 @@ func runChild(ctx context.Context, spec childSpec, records int, brk *broker) (re
 		return result{}, fmt.Errorf("run %s: its report %q: %w", spec.Group, stdout.Bytes(), err)
 	}
 	res.cpu, res.peakRSS = usage(cmd.ProcessState)
+	if res.PeakRSS > 0 {
+		res.peakRSS = res.PeakRSS
+	}
 	if brokerKnown {
 		res.brokerCPU = brokerAfter - brokerBefore
 	}

@@ -2,7 +2,7 @@
 // user would write by hand for the same work, on the same broker, over the
 // same input:
 //
-//	go run ./bench/cmd/pipeline [--records 1000000] [--value-size 100] [--keys 10000]
+//	go run ./bench/cmd/pipeline [--workload map] [--records 1000000] [--value-size 100] [--keys 10000]
 //	    [--partitions 4] [--runs 5] [--commit-interval 5s] [--samsa-threads 0]
 //	    [--brokers host:port | --broker-bin path] [--variants baseline,samsa]
 //	    [--cpuprofile dir]
@@ -20,23 +20,44 @@
 //   - consume: the baseline's loop without the map and the produce, to show
 //     what the broker delivers to a reader alone. Not run by default.
 //
-// The map upper-cases each value into a new slice (bench.Upper). Each run
-// of a variant is a child process of this command (the command re-executed
-// with the run's spec in the environment), with a fresh consumer group and
-// a fresh output topic; it consumes the input to the end offsets seen at
-// its start and returns after its final flush and commit. Its records/s
-// are the input records over the time from its first record to its
-// return; start-up and the group join are not counted. Its peak RSS and
-// CPU time are the child's rusage. The broker's CPU time over each child's
-// life is read from /proc (Linux only), so one can tell whether the
-// broker, rather than the client, is the bottleneck. After each run the
-// command checks that the output holds exactly one record per input
-// record and that the group committed the input's end offsets, then
-// deletes the output topic and the group.
+// The map upper-cases each value into a new slice (bench.Upper). That is
+// the default workload, "map"; --workload picks a stateful one instead,
+// each with a baseline and a samsa variant (see stateful.go):
 //
-// Peak RSS comes from rusage, so it is reported on Unix-like systems
-// only; the broker's CPU per run comes from /proc, so it is reported on
-// Linux only, and only for a broker this command started.
+//   - count: a count per key, each new count written out (8-byte
+//     big-endian); the baseline counts in a Go map, samsa runs
+//     operators.Count in a Pebble store with a changelog;
+//   - wordcount: the input is lines of words; the baseline splits and
+//     counts them in a map, samsa runs the word-count example's job, whose
+//     GroupBy goes through a repartition topic;
+//   - restore: the harness runs the samsa count job once; then the
+//     baseline reads its changelog topic with a plain consumer, and samsa
+//     runs the job again in its group with an empty state directory,
+//     restoring the stores from the changelog (timed from the runner's
+//     "restored store" logs).
+//
+// For count and wordcount the harness also checks that the last count of
+// every key adds up to the input's records (or words).
+//
+// Each run of a variant is a child process of this command (the command
+// re-executed with the run's spec in the environment), with a fresh
+// consumer group and a fresh output topic; it consumes the input to the
+// end offsets seen at its start and returns after its final flush and
+// commit. Its records/s are the input records over the time from its
+// first record to its return; start-up and the group join are not
+// counted. Its CPU time is the child's rusage. The broker's CPU time over
+// each child's life is read from /proc (Linux only), so one can tell
+// whether the broker, rather than the client, is the bottleneck. After
+// each run the command checks that the output holds exactly one record
+// per input record (per word, for wordcount) and that the group committed
+// the input's end offsets, then deletes the output topic, the job's
+// internal topics and the group.
+//
+// Peak RSS is the child's VmHWM on Linux, its rusage elsewhere on
+// Unix-like systems (where it may include this process's memory: the child
+// starts as a vfork of it), and is not reported on other systems; the
+// broker's CPU per run comes from /proc, so it is reported on Linux only,
+// and only for a broker this command started.
 package main
 
 import (
@@ -45,8 +66,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -75,6 +98,7 @@ func main() {
 
 // config is the command line.
 type config struct {
+	workload       string
 	records        int
 	valueSize      int
 	keys           int
@@ -97,6 +121,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	)
 	fs := flag.NewFlagSet("pipeline", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.workload, "workload", "map", "what to compare: map, count, wordcount or restore")
 	fs.IntVar(&cfg.records, "records", 1_000_000, "records to seed the input with")
 	fs.IntVar(&cfg.valueSize, "value-size", 100, "bytes of each record's value")
 	fs.IntVar(&cfg.keys, "keys", 10_000, "distinct keys")
@@ -106,7 +131,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.samsaThreads, "samsa-threads", 0, "runner.Config.Threads of the samsa variant; 0 keeps the runner's default (GOMAXPROCS)")
 	fs.StringVar(&brokers, "brokers", "", "comma-separated `host:port` addresses of running brokers to use instead of starting `samsa broker`")
 	fs.StringVar(&cfg.brokerBin, "broker-bin", "", "samsa `binary` to run the broker with; empty builds ./cmd/samsa with the go command")
-	fs.StringVar(&variantList, "variants", "baseline,samsa", "comma-separated variants to run: baseline, samsa, consume")
+	fs.StringVar(&variantList, "variants", "baseline,samsa", "comma-separated variants to run: baseline, samsa, and consume for the map workload")
 	fs.StringVar(&cfg.cpuProfileDir, "cpuprofile", "", "`dir`ectory to write a CPU profile of each run to, as <variant>-<run>.pprof")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -133,9 +158,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if len(cfg.variants) == 0 {
 		return config{}, errors.New("flag --variants: no variant given")
 	}
+	work, ok := workloads[cfg.workload]
+	if !ok {
+		return config{}, fmt.Errorf("flag --workload: unknown workload %q (want map, count, wordcount or restore)", cfg.workload)
+	}
 	for _, v := range cfg.variants {
-		if _, ok := variants[v]; !ok {
-			return config{}, fmt.Errorf("flag --variants: unknown variant %q (want baseline, samsa or consume)", v)
+		if _, ok := work.variants[v]; !ok {
+			return config{}, fmt.Errorf("flag --variants: workload %s has no variant %q (want one of %s)",
+				cfg.workload, v, strings.Join(slices.Sorted(maps.Keys(work.variants)), ", "))
 		}
 	}
 	return cfg, nil

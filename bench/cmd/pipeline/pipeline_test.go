@@ -61,6 +61,44 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestRunStateful runs the stateful workloads once each on a small input
+// against an in-process broker. The harness checks the committed offsets,
+// the output's running counts and the records restored.
+func TestRunStateful(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a broker and child processes")
+	}
+	b, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, workload := range []string{"count", "wordcount", "restore"} {
+		t.Run(workload, func(t *testing.T) {
+			cfg, err := parseFlags([]string{
+				"--brokers", b.Addr(), "--workload", workload,
+				"--records", "5000", "--value-size", "20", "--keys", "300", "--partitions", "3",
+				"--runs", "1", "--commit-interval", "1ms",
+			}, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			var out bytes.Buffer
+			if err := run(ctx, cfg, &out); err != nil {
+				t.Fatalf("%v\noutput:\n%s", err, out.String())
+			}
+			t.Logf("output:\n%s", out.String())
+			for _, want := range []string{"1    baseline", "1    samsa", "samsa/baseline: "} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("output lacks %q:\n%s", want, out.String())
+				}
+			}
+		})
+	}
+}
+
 func TestParseFlagsRejects(t *testing.T) {
 	for _, args := range [][]string{
 		{"--records", "0"},
@@ -69,6 +107,8 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"--samsa-threads", "-1"},
 		{"--variants", ""},
 		{"--variants", "baseline,nope"},
+		{"--workload", "nope"},
+		{"--workload", "count", "--variants", "consume"},
 		{"extra"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 
 	"github.com/hashicorp/go-hclog"
@@ -26,13 +27,28 @@ func runSamsa(ctx context.Context, spec childSpec, first *firstRecord) error {
 		return bench.Upper(v)
 	})
 	stream.Output(upper, spec.Output, serde.Bytes, serde.Bytes)
+	return runJob(ctx, spec, job, nil)
+}
 
+// runJob runs job with the runner until the end offsets it sees at its
+// start, logging to log (nil: warnings and errors to stderr). A stateful
+// job gets a fresh state directory, removed when it returns.
+func runJob(ctx context.Context, spec childSpec, job *stream.Job, log hclog.Logger) error {
+	if log == nil {
+		log = hclog.New(&hclog.LoggerOptions{Name: spec.Group, Level: hclog.Warn, Output: os.Stderr})
+	}
+	dir, err := os.MkdirTemp("", "samsa-bench-state-")
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
 	r, err := runner.New(job, runner.Config{
 		Brokers:        spec.Brokers,
+		StateDir:       dir,
 		UntilEnd:       true,
 		CommitInterval: spec.CommitInterval,
 		Threads:        spec.Threads,
-		Logger:         hclog.New(&hclog.LoggerOptions{Name: spec.Group, Level: hclog.Warn, Output: os.Stderr}),
+		Logger:         log,
 	})
 	if err != nil {
 		return err
