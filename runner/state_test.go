@@ -20,14 +20,11 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 	"unicode"
@@ -1292,121 +1289,6 @@ func TestStateWordCountRepartition(t *testing.T) {
 // process against the kfake broker in the test process, so that killing
 // the job leaves the broker and its commits alone.
 
-// stProc is a running child process.
-type stProc struct {
-	name   string
-	cmd    *exec.Cmd
-	stderr stBuffer
-	done   chan struct{} // closed when the process has exited
-	err    error         // cmd.Wait's result, set before done is closed
-}
-
-// stBuffer is an io.Writer safe for concurrent use.
-type stBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *stBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *stBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// stBuild builds the main package pkg into a temporary directory, with the
-// race detector if the test binary has it.
-func stBuild(t *testing.T, pkg string) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	args := []string{"build", "-o", bin}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "-race" && s.Value == "true" {
-				args = append(args, "-race")
-			}
-		}
-	}
-	args = append(args, pkg)
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return bin
-}
-
-// stStartProc starts bin with args; the test's cleanup kills it, and logs
-// its output's end if the test failed.
-func stStartProc(t *testing.T, name, bin string, env []string, args ...string) *stProc {
-	t.Helper()
-	p := &stProc{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stderr = &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		out := p.stderr.String()
-		if t.Failed() {
-			lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-			t.Logf("%s stderr (the last lines):\n%s", name, strings.Join(lines[max(0, len(lines)-40):], "\n"))
-		}
-		if strings.Contains(out, "WARNING: DATA RACE") {
-			t.Errorf("%s: the race detector reported a data race:\n%s", name, out)
-		}
-	})
-	return p
-}
-
-func (p *stProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait waits up to timeout for the process to exit and returns its exit
-// code.
-func (p *stProc) wait(t *testing.T, timeout time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Fatalf("%s did not exit within %s", p.name, timeout)
-	}
-	var exitErr *exec.ExitError
-	if p.err != nil && !errors.As(p.err, &exitErr) {
-		t.Fatalf("%s: wait: %v", p.name, p.err)
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *stProc) kill(t *testing.T) {
-	t.Helper()
-	if p.exited() {
-		t.Fatalf("%s exited (code %d) before it could be killed:\n%s", p.name, p.cmd.ProcessState.ExitCode(), p.stderr.String())
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatalf("kill %s: %v", p.name, err)
-	}
-	p.wait(t, 10*time.Second)
-}
-
 // stCommitTrap holds the next offset commit of the job until the test has
 // killed the job.
 type stCommitTrap struct {
@@ -1426,7 +1308,7 @@ func TestStateSIGKILLExact(t *testing.T) {
 	}
 	t.Parallel()
 	e := stSetup(t, "in", "out")
-	bin := stBuild(t, "./testdata/statejob")
+	bin := procBuild(t, "./testdata/statejob")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("random seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 4))
@@ -1474,7 +1356,7 @@ func TestStateSIGKILLExact(t *testing.T) {
 	defer stop()
 
 	stable := t.TempDir()
-	start := func(run int, dir string, extra ...string) *stProc {
+	start := func(run int, dir string, extra ...string) *proc {
 		args := append([]string{"run",
 			"--brokers", e.addr,
 			"--state-dir", dir,
@@ -1486,7 +1368,7 @@ func TestStateSIGKILLExact(t *testing.T) {
 			"--log-json",
 			"--log-level", "info",
 		}, extra...)
-		return stStartProc(t, fmt.Sprintf("statejob run %d", run), bin, []string{"STATEJOB_RECORD_DELAY=50us"}, args...)
+		return procStart(t, fmt.Sprintf("statejob run %d", run), bin, []string{"STATEJOB_RECORD_DELAY=50us"}, args...)
 	}
 
 	type runInfo struct {
@@ -1510,7 +1392,7 @@ func TestStateSIGKILLExact(t *testing.T) {
 		return nil, errors.New("the committer was killed"), true
 	})
 	var runs []runInfo
-	var procs []*stProc
+	var procs []*proc
 	began := time.Now()
 	for run := range kills {
 		dir := stable
