@@ -409,18 +409,6 @@ func (rn *stRunning) stop(t *testing.T, what string) {
 	}
 }
 
-// stWaitFor polls cond until it holds, failing the test after timeout.
-func stWaitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // stLog collects a runner's logs, in JSON, to check what it did. With -v
 // it also sends them to the test log; warnings and errors always go there.
 type stLog struct {
@@ -802,7 +790,7 @@ func TestStateRestoreFromCompactedChangelog(t *testing.T) {
 	const changelog = "compacted-counts-changelog"
 	ends := e.ends(changelog)
 	var present int
-	stWaitFor(t, stWait, "the broker to compact the changelog", func() bool {
+	waitWithin(t, stWait, "the broker to compact the changelog", func() bool {
 		present = len(e.readAll(changelog))
 		return int64(present) < stSum(ends)
 	})
@@ -1022,13 +1010,13 @@ func TestStateRefusedCommits(t *testing.T) {
 	r := stStart(t, stCountJob("refused", nil), e.config(dir, log.logger("A")))
 	for refused.Load() < refuse {
 		e.produceCounted("in", rng, 500, 200, want)
-		stWaitFor(t, stWait, "a commit", func() bool {
+		waitWithin(t, stWait, "a commit", func() bool {
 			return refused.Load() >= refuse || len(log.find("commit refused by the group; tasks will be re-processed by their new owner")) > 0
 		})
 		time.Sleep(50 * time.Millisecond)
 	}
 	e.produceCounted("in", rng, 500, 200, want)
-	stWaitFor(t, stWait, "the job to commit all its input", func() bool { return e.allCommitted("refused", "in") })
+	waitWithin(t, stWait, "the job to commit all its input", func() bool { return e.allCommitted("refused", "in") })
 	r.stop(t, "A")
 	if n := len(log.find("commit refused by the group; tasks will be re-processed by their new owner")); n < refuse {
 		t.Errorf("the runner logged %d refused commits, want %d", n, refuse)
@@ -1058,14 +1046,14 @@ func TestStateTaskMovesToSecondInstance(t *testing.T) {
 	// A small record cache, so that reads go through Pebble too.
 	cfgA.CacheBytes, cfgB.CacheBytes = 16<<10, 16<<10
 	a := stStart(t, stCountJob("mover", nil), cfgA)
-	stWaitFor(t, stWait, "A to process the first input", func() bool { return e.allCommitted("mover", "in") })
+	waitWithin(t, stWait, "A to process the first input", func() bool { return e.allCommitted("mover", "in") })
 
 	b := stStart(t, stCountJob("mover", nil), cfgB)
-	stWaitFor(t, stWait, "B to restore the tasks it takes over", func() bool {
+	waitWithin(t, stWait, "B to restore the tasks it takes over", func() bool {
 		return len(logB.find("restored store")) >= 1
 	})
 	e.produceCounted("in", rng, 10_000, 500, want)
-	stWaitFor(t, stWait, "A and B to process the second input", func() bool { return e.allCommitted("mover", "in") })
+	waitWithin(t, stWait, "A and B to process the second input", func() bool { return e.allCommitted("mover", "in") })
 
 	restoredB, byTaskB := stRestored(logB.find("restored store"))
 	if restoredB == 0 {
@@ -1084,7 +1072,7 @@ func TestStateTaskMovesToSecondInstance(t *testing.T) {
 	logA.reset()
 	b.stop(t, "B")
 	e.produceCounted("in", rng, 5_000, 500, want)
-	stWaitFor(t, stWait, "A to process the third input", func() bool { return e.allCommitted("mover", "in") })
+	waitWithin(t, stWait, "A to process the third input", func() bool { return e.allCommitted("mover", "in") })
 	a.stop(t, "A")
 
 	e.checkChangelogAndOutput(t, "mover", "out", want)
@@ -1201,7 +1189,7 @@ func TestStateDirLocked(t *testing.T) {
 	e.produceCounted("in", rng, 2_000, 100, want)
 	dir := t.TempDir()
 	a := stStart(t, stCountJob("locker", nil), e.config(dir, stNewLog(t).logger("A")))
-	stWaitFor(t, stWait, "A to process its input", func() bool { return e.allCommitted("locker", "in") })
+	waitWithin(t, stWait, "A to process its input", func() bool { return e.allCommitted("locker", "in") })
 
 	cfg := e.config(dir, stNewLog(t).logger("B"))
 	cfg.UntilEnd = true
@@ -1225,7 +1213,7 @@ func TestStateDirLocked(t *testing.T) {
 	}
 
 	e.produceCounted("in", rng, 2_000, 100, want)
-	stWaitFor(t, stWait, "A to process more input", func() bool { return e.allCommitted("locker", "in") })
+	waitWithin(t, stWait, "A to process more input", func() bool { return e.allCommitted("locker", "in") })
 	a.stop(t, "A")
 	e.checkChangelogAndOutput(t, "locker", "out", want)
 }
@@ -1414,7 +1402,7 @@ func TestStateSIGKILLExact(t *testing.T) {
 			// Kill the first run before its first commit: once it has
 			// written some outputs, mid-way through its first poll.
 			target := before + 1 + int64(rng.IntN(3_000))
-			stWaitFor(t, stWait, fmt.Sprintf("run %d to write %d outputs", run, target-before), func() bool {
+			waitWithin(t, stWait, fmt.Sprintf("run %d to write %d outputs", run, target-before), func() bool {
 				alive()
 				return stSum(e.ends("out")) >= target
 			})
@@ -1422,7 +1410,7 @@ func TestStateSIGKILLExact(t *testing.T) {
 			// Kill the others once they have committed a random amount of
 			// input, so that each makes progress.
 			target := stSum(committedBefore) + 1 + int64(rng.IntN(12_000))
-			stWaitFor(t, stWait, fmt.Sprintf("run %d to commit %d inputs", run, target), func() bool {
+			waitWithin(t, stWait, fmt.Sprintf("run %d to commit %d inputs", run, target), func() bool {
 				alive()
 				offs, _ := e.committed("statejob", "in")
 				return stSum(offs) >= target
@@ -1460,7 +1448,7 @@ func TestStateSIGKILLExact(t *testing.T) {
 
 	// The last run waits for the killed members to leave the group, so
 	// that it owns every task until the end.
-	stWaitFor(t, stWait, "the killed members to leave the group", func() bool { return e.groupEmpty("statejob") })
+	waitWithin(t, stWait, "the killed members to leave the group", func() bool { return e.groupEmpty("statejob") })
 	final := start(kills, stable, "--until-end")
 	procs = append(procs, final)
 	if code := final.wait(t, 2*stWait); code != 0 {
