@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -58,11 +59,30 @@ func (m *member) restoreLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("runner: list changelog end offsets: %w", err)
 	}
-	resume := map[string][]int32{}
+	var jobs []*restoreJob
 	for _, t := range waiting {
-		if err := m.restoreTask(ctx, t, committed, starts, ends); err != nil {
+		tj, err := m.planRestore(t, committed, starts, ends)
+		if err != nil {
 			return err
 		}
+		jobs = append(jobs, tj...)
+	}
+	began := time.Now()
+	if err := m.restoreAll(ctx, jobs); err != nil {
+		return err
+	}
+	var records int64
+	for _, j := range jobs {
+		records += j.applied
+	}
+	m.log.Info("restored tasks", "tasks", len(waiting), "stores", len(jobs), "records", records, "took", time.Since(began).Round(time.Millisecond))
+	for _, j := range jobs {
+		if err := m.rewriteUncommitted(ctx, j); err != nil {
+			return err
+		}
+	}
+	resume := map[string][]int32{}
+	for _, t := range waiting {
 		t.restoring = false
 		for _, in := range t.inputs {
 			resume[in.topic] = append(resume[in.topic], t.ID().Partition)
@@ -72,7 +92,23 @@ func (m *member) restoreLocked(ctx context.Context) error {
 	return nil
 }
 
-// restoreTask brings a task's stores to the state of its committed input
+// restoreJob is the restore of one store of one task: the changelog
+// records [from, to) to apply, and the uncommitted tail [to, end) whose
+// keys to rewrite.
+type restoreJob struct {
+	t              *task
+	store, topic   string
+	from, to, end  int64
+	mirror         bool
+	applied        int64
+	b              state.Batch
+	began, lastLog time.Time
+	restored       prometheus.Counter
+	left           prometheus.Gauge
+	done           bool
+}
+
+// planRestore plans how to bring a task's stores to the state of its committed input
 // offsets. Per store, with V the changelog offset committed with the
 // input offsets and L the offset the local store reflects:
 //
@@ -86,7 +122,7 @@ func (m *member) restoreLocked(ctx context.Context) error {
 //
 // A store that mirrors a topic restores from that topic up to the
 // committed offset of the task's partition of it.
-func (m *member) restoreTask(ctx context.Context, t *task, committed kadm.OffsetResponses, starts, ends kadm.ListedOffsets) error {
+func (m *member) planRestore(t *task, committed kadm.OffsetResponses, starts, ends kadm.ListedOffsets) ([]*restoreJob, error) {
 	p := t.ID().Partition
 	var meta map[string]int64
 	for _, in := range t.inputs {
@@ -103,6 +139,7 @@ func (m *member) restoreTask(ctx context.Context, t *task, committed kadm.Offset
 		}
 	}
 	backend := t.stores.Backend()
+	var jobs []*restoreJob
 	for _, st := range t.stores.Stores() {
 		spec := st.Spec()
 		pos := t.logs[spec.Name]
@@ -131,94 +168,180 @@ func (m *member) restoreTask(ctx context.Context, t *task, committed kadm.Offset
 
 		local, err := backend.Offset(spec.Name)
 		if err != nil {
-			return fmt.Errorf("runner: task %s store %s: %w", t.ID(), spec.Name, err)
+			return nil, fmt.Errorf("runner: task %s store %s: %w", t.ID(), spec.Name, err)
 		}
 		if local != state.NoOffset && (local > valid || local < start) {
 			m.log.Warn("wiping local store: it does not match the committed changelog", "store", spec.Name, "task", t.ID(), "local_offset", local, "committed_offset", valid, "changelog_start", start)
 		}
 		if local == state.NoOffset || local > valid || local < start {
 			if err := backend.Wipe(spec.Name); err != nil {
-				return fmt.Errorf("runner: task %s store %s: %w", t.ID(), spec.Name, err)
+				return nil, fmt.Errorf("runner: task %s store %s: %w", t.ID(), spec.Name, err)
 			}
 			local = start
 		}
-		began := time.Now()
-		n, err := m.restoreRange(ctx, t, spec.Name, pos.topic, local, valid)
-		if err != nil {
-			return err
-		}
 		pos.committed = valid
-		m.log.Info("restored store", "store", spec.Name, "task", t.ID(), "records", n, "from", local, "to", valid, "took", time.Since(began).Round(time.Millisecond))
+		jobs = append(jobs, &restoreJob{
+			t: t, store: spec.Name, topic: pos.topic, from: local, to: valid, end: end,
+			mirror:   spec.Changelog != "",
+			restored: m.r.metrics.restored.WithLabelValues(spec.Name, t.ID().String()),
+			left:     m.r.metrics.restoreLeft.WithLabelValues(spec.Name, t.ID().String()),
+		})
+	}
+	return jobs, nil
+}
 
-		if spec.Changelog == "" && end > valid {
-			touched := map[string]bool{}
-			err := m.readPartition(ctx, pos.topic, p, valid, end, func(r *kgo.Record) {
-				touched[string(r.Key)] = true
-			})
-			if err != nil {
+// rewriteUncommitted marks for rewriting the keys of the changelog
+// records past the committed offset (see planRestore).
+func (m *member) rewriteUncommitted(ctx context.Context, j *restoreJob) error {
+	if j.mirror || j.end <= j.to {
+		return nil
+	}
+	touched := map[string]bool{}
+	err := m.readPartition(ctx, j.topic, j.t.ID().Partition, j.to, j.end, func(r *kgo.Record) {
+		touched[string(r.Key)] = true
+	})
+	if err != nil {
+		return err
+	}
+	for k := range touched {
+		if err := j.t.stores.Touch(j.store, []byte(k)); err != nil {
+			return fmt.Errorf("runner: task %s store %s: %w", j.t.ID(), j.store, err)
+		}
+	}
+	j.t.stateChanged = true
+	m.log.Info("rewriting keys changed after the last commit of a previous owner", "store", j.store, "task", j.t.ID(), "records", j.end-j.to, "keys", len(touched))
+	return nil
+}
+
+// restoreAll runs the restore jobs together: one consumer fetches every
+// changelog partition at once, and each record goes into its store's
+// batch, applied every restoreBatch records with the offset it reaches.
+func (m *member) restoreAll(ctx context.Context, jobs []*restoreJob) error {
+	type tp struct {
+		topic     string
+		partition int32
+	}
+	byTP := map[tp]*restoreJob{}
+	offsets := map[string]map[int32]kgo.Offset{}
+	for _, j := range jobs {
+		j.began, j.lastLog = time.Now(), time.Now()
+		j.left.Set(float64(j.to - j.from))
+		if j.from >= j.to {
+			if err := m.finishJob(j); err != nil {
 				return err
 			}
-			for k := range touched {
-				if err := t.stores.Touch(spec.Name, []byte(k)); err != nil {
-					return fmt.Errorf("runner: task %s store %s: %w", t.ID(), spec.Name, err)
-				}
+			continue
+		}
+		p := j.t.ID().Partition
+		byTP[tp{j.topic, p}] = j
+		if offsets[j.topic] == nil {
+			offsets[j.topic] = map[int32]kgo.Offset{}
+		}
+		offsets[j.topic][p] = kgo.NewOffset().At(j.from)
+	}
+	if len(byTP) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(append(m.base,
+		kgo.ConsumePartitions(offsets),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return fmt.Errorf("runner: restore: %w", err)
+	}
+	defer cl.Close()
+	left := len(byTP)
+	var applyErr error
+	for left > 0 && applyErr == nil {
+		pctx, cancel := context.WithTimeout(ctx, restoreQuietPoll)
+		fs := cl.PollFetches(pctx)
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if fs.NumRecords() == 0 && errors.Is(fs.Err0(), context.DeadlineExceeded) {
+			break // nothing more arrives below the ends: the rest was compacted
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, e error) {
+			if !errors.Is(e, context.DeadlineExceeded) {
+				ferr = errors.Join(ferr, fmt.Errorf("runner: restore from %s/%d: %w", t, p, e))
 			}
-			t.stateChanged = true
-			m.log.Info("rewriting keys changed after the last commit of a previous owner", "store", spec.Name, "task", t.ID(), "records", end-valid, "keys", len(touched))
+		})
+		if ferr != nil {
+			return ferr
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			j := byTP[tp{r.Topic, r.Partition}]
+			if j == nil || j.done || applyErr != nil {
+				return
+			}
+			if r.Offset >= j.to {
+				applyErr = m.finishJob(j)
+				left--
+				return
+			}
+			if !r.Attrs.IsControl() {
+				if r.Value == nil {
+					j.b.Delete(j.store, r.Key)
+				} else {
+					j.b.Put(j.store, r.Key, r.Value)
+				}
+				j.applied++
+			}
+			switch {
+			case r.Offset+1 >= j.to:
+				applyErr = m.finishJob(j)
+				left--
+			case j.b.Len() >= restoreBatch:
+				applyErr = m.applyRestore(j, r.Offset+1)
+			}
+		})
+	}
+	if applyErr != nil {
+		return applyErr
+	}
+	for _, j := range byTP {
+		if !j.done {
+			if err := m.finishJob(j); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// restoreRange applies the changelog records in [from, to) of the task's
-// partition of topic to store, in batches that each record the offset
-// they reach, and returns how many it applied.
-func (m *member) restoreRange(ctx context.Context, t *task, store, topic string, from, to int64) (int64, error) {
-	backend := t.stores.Backend()
-	var b state.Batch
-	var n int64
-	total := to - from
-	began, lastLog := time.Now(), time.Now()
-	restored := m.r.metrics.restored.WithLabelValues(store, t.ID().String())
-	left := m.r.metrics.restoreLeft.WithLabelValues(store, t.ID().String())
-	left.Set(float64(total))
-	apply := func(off int64) error {
-		b.SetOffset(store, off)
-		if err := backend.Apply(&b); err != nil {
-			return fmt.Errorf("runner: restore %s of task %s: %w", store, t.ID(), err)
-		}
-		restored.Add(float64(b.Len()))
-		left.Set(float64(to - off))
-		b.Reset()
-		return nil
+// applyRestore applies a job's batch with the offset it reaches, and logs
+// progress every few seconds.
+func (m *member) applyRestore(j *restoreJob, off int64) error {
+	j.b.SetOffset(j.store, off)
+	if err := j.t.stores.Backend().Apply(&j.b); err != nil {
+		return fmt.Errorf("runner: restore %s of task %s: %w", j.store, j.t.ID(), err)
 	}
-	var applyErr error
-	err := m.readPartition(ctx, topic, t.ID().Partition, from, to, func(r *kgo.Record) {
-		if applyErr != nil {
-			return
-		}
-		if r.Value == nil {
-			b.Delete(store, r.Key)
-		} else {
-			b.Put(store, r.Key, r.Value)
-		}
-		n++
-		if b.Len() >= restoreBatch {
-			applyErr = apply(r.Offset + 1)
-			if time.Since(lastLog) >= 5*time.Second {
-				lastLog = time.Now()
-				done := r.Offset + 1 - from
-				rate := float64(done) / time.Since(began).Seconds()
-				eta := time.Duration(float64(total-done) / rate * float64(time.Second))
-				m.log.Info("restoring", "store", store, "task", t.ID(), "done", done, "total", total,
-					"rate", fmt.Sprintf("%.0f/s", rate), "left", eta.Round(time.Second))
-			}
-		}
-	})
-	if err = errors.Join(err, applyErr); err != nil {
-		return n, err
+	j.restored.Add(float64(j.b.Len()))
+	j.left.Set(float64(j.to - off))
+	j.b.Reset()
+	if time.Since(j.lastLog) >= 5*time.Second {
+		j.lastLog = time.Now()
+		done, total := off-j.from, j.to-j.from
+		rate := float64(done) / time.Since(j.began).Seconds()
+		eta := time.Duration(float64(total-done) / rate * float64(time.Second))
+		m.log.Info("restoring", "store", j.store, "task", j.t.ID(), "done", done, "total", total,
+			"rate", fmt.Sprintf("%.0f/s", rate), "left", eta.Round(time.Second))
 	}
-	return n, apply(to)
+	return nil
+}
+
+// finishJob applies the rest of a job, at its end offset.
+func (m *member) finishJob(j *restoreJob) error {
+	j.done = true
+	if err := m.applyRestore(j, j.to); err != nil {
+		return err
+	}
+	m.log.Info("restored store", "store", j.store, "task", j.t.ID(), "records", j.applied, "from", j.from, "to", j.to,
+		"took", time.Since(j.began).Round(time.Millisecond))
+	return nil
 }
 
 // readPartition calls fn for each record of topic/partition in [from, to),

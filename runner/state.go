@@ -27,7 +27,7 @@ import (
 
 // changelogMinCompactionLag keeps a changelog's newest records from
 // compaction for this long. Records past the last commit of a crashed
-// instance are overwritten when its task restarts (see restoreTask); until
+// instance are overwritten when its task restarts (see planRestore); until
 // then compaction must not let them hide the committed records of the
 // same keys.
 const changelogMinCompactionLag = time.Hour

@@ -34,7 +34,7 @@
 //     baseline reads its changelog topic with a plain consumer, and samsa
 //     runs the job again in its group with an empty state directory,
 //     restoring the stores from the changelog (timed from the runner's
-//     "restored store" logs).
+//     "restored tasks" logs).
 //
 // For count and wordcount the harness also checks that the last count of
 // every key adds up to the input's records (or words).

@@ -134,9 +134,9 @@ func runSamsaWordCount(ctx context.Context, spec childSpec, first *firstRecord) 
 // runRestore runs the count job that the harness ran once already, in its
 // group, with an empty state directory and no new input: the runner
 // restores every task's store from the changelog, then finds nothing to
-// process. The timed run is the restores, as the runner logs them
-// ("restored store", one per task, one after the other); the records are
-// those they restored.
+// process. The timed run is the restore, as the runner logs it
+// ("restored tasks": all the tasks of an assignment, restored together);
+// the records are those it restored.
 func runRestore(ctx context.Context, spec childSpec, first *firstRecord) error {
 	var logs bytes.Buffer // hclog serializes its writes
 	log := hclog.New(&hclog.LoggerOptions{Name: spec.Group, Level: hclog.Info, Output: &logs, JSONFormat: true})
@@ -150,7 +150,7 @@ func runRestore(ctx context.Context, spec childSpec, first *firstRecord) error {
 	return nil
 }
 
-// restores sums the durations and records of the "restored store" lines
+// restores sums the durations and records of the "restored tasks" lines
 // of the runner's JSON logs.
 func restores(logs []byte) (took time.Duration, records int64, err error) {
 	dec := json.NewDecoder(bytes.NewReader(logs))
@@ -164,7 +164,7 @@ func restores(logs []byte) (took time.Duration, records int64, err error) {
 		if err := dec.Decode(&line); err != nil {
 			return 0, 0, fmt.Errorf("runner logs: %w", err)
 		}
-		if line.Message != "restored store" {
+		if line.Message != "restored tasks" {
 			continue
 		}
 		d, err := parseDuration(line.Took)
