@@ -254,23 +254,12 @@ func (m *member) restoreAll(ctx context.Context, jobs []*restoreJob) error {
 	left := len(byTP)
 	var applyErr error
 	for left > 0 && applyErr == nil {
-		pctx, cancel := context.WithTimeout(ctx, restoreQuietPoll)
-		fs := cl.PollFetches(pctx)
-		cancel()
-		if err := ctx.Err(); err != nil {
+		fs, quiet, err := pollChangelog(ctx, cl)
+		if err != nil {
 			return err
 		}
-		if fs.NumRecords() == 0 && errors.Is(fs.Err0(), context.DeadlineExceeded) {
+		if quiet {
 			break // nothing more arrives below the ends: the rest was compacted
-		}
-		var ferr error
-		fs.EachError(func(t string, p int32, e error) {
-			if !errors.Is(e, context.DeadlineExceeded) {
-				ferr = errors.Join(ferr, fmt.Errorf("runner: restore from %s/%d: %w", t, p, e))
-			}
-		})
-		if ferr != nil {
-			return ferr
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			j := byTP[tp{r.Topic, r.Partition}]
@@ -361,24 +350,12 @@ func (m *member) readPartition(ctx context.Context, topic string, partition int3
 	}
 	defer cl.Close()
 	for next := from; next < to; {
-		pctx, cancel := context.WithTimeout(ctx, restoreQuietPoll)
-		fs := cl.PollFetches(pctx)
-		cancel()
-		if err := ctx.Err(); err != nil {
+		fs, quiet, err := pollChangelog(ctx, cl)
+		if err != nil {
 			return err
 		}
-		if fs.NumRecords() == 0 && errors.Is(fs.Err0(), context.DeadlineExceeded) {
-			// Nothing more arrives below `to`: the rest was compacted.
-			return nil
-		}
-		var ferr error
-		fs.EachError(func(t string, p int32, e error) {
-			if !errors.Is(e, context.DeadlineExceeded) {
-				ferr = errors.Join(ferr, fmt.Errorf("runner: read %s/%d: %w", t, p, e))
-			}
-		})
-		if ferr != nil {
-			return ferr
+		if quiet {
+			return nil // nothing more arrives below `to`: the rest was compacted
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			if r.Offset >= to {
@@ -392,4 +369,25 @@ func (m *member) readPartition(ctx context.Context, topic string, partition int3
 		})
 	}
 	return nil
+}
+
+// pollChangelog polls a changelog reader. quiet reports that nothing
+// arrived for restoreQuietPoll: the rest of the range it reads holds no
+// record (compacted away).
+func pollChangelog(ctx context.Context, cl *kgo.Client) (fs kgo.Fetches, quiet bool, err error) {
+	pctx, cancel := context.WithTimeout(ctx, restoreQuietPoll)
+	fs = cl.PollFetches(pctx)
+	cancel()
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	if fs.NumRecords() == 0 && errors.Is(fs.Err0(), context.DeadlineExceeded) {
+		return nil, true, nil
+	}
+	fs.EachError(func(t string, p int32, e error) {
+		if !errors.Is(e, context.DeadlineExceeded) {
+			err = errors.Join(err, fmt.Errorf("runner: read changelog %s/%d: %w", t, p, e))
+		}
+	})
+	return fs, false, err
 }
