@@ -36,8 +36,9 @@ type Job struct {
 
 // storeDecl is a store and the node that uses it.
 type storeDecl struct {
-	spec StoreSpec
-	node *node
+	spec   StoreSpec
+	node   *node
+	format [2]TextFormat // keys, values; see SetStoreFormat
 }
 
 // NewJob returns an empty job. The name identifies the job to Kafka: it is

@@ -26,6 +26,7 @@ type Table[K, V any] struct {
 // NewTable returns a table whose updates are changes, kept in store with
 // the given serdes. It is for authors of operators that maintain tables.
 func NewTable[K, V any](changes Stream[K, Change[V]], store string, key serde.Serde[K], value serde.Serde[V]) Table[K, V] {
+	SetStoreFormat(changes.Job(), store, key, value)
 	return Table[K, V]{changes: changes, store: store, key: key, value: value}
 }
 
@@ -92,6 +93,7 @@ func TableInput[K, V any](j *Job, topic string, key serde.Serde[K], value serde.
 		return t
 	}
 	j.addStore(StoreSpec{Name: topic, Changelog: topic}, n)
+	SetStoreFormat(j, topic, key, value)
 	j.addSource(topic, n, func(b *builder) Processor[[]byte, []byte] {
 		src := &tableSource[K, V]{store: topic, key: key, value: value, next: changes.p.build(b)}
 		b.track(src)
