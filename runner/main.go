@@ -68,7 +68,7 @@ func Command(ctx context.Context, job *stream.Job, args []string, stdout, stderr
 	case "run":
 		err = c.run(ctx, args)
 	case "describe":
-		err = c.describe(args)
+		err = c.describeJob(ctx, args)
 	case "create-topics":
 		err = c.createTopics(ctx, args)
 	case "help", "-h", "--help":
@@ -208,22 +208,6 @@ func startEmbedded(cfg Config, dataDir string) (*embedded.Broker, error) {
 	}
 	cfg.Logger.Info("embedded broker started; other instances and clients can use it with --brokers "+b.Addr(), "addr", b.Addr(), "data_dir", dataDir)
 	return b, nil
-}
-
-func (c *cli) describe(args []string) error {
-	f := newFlagSet("describe")
-	if err := f.parse(args, c.env); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	topo, err := c.job.Build()
-	if err != nil {
-		return err
-	}
-	fmt.Fprint(c.stdout, topo.String())
-	return nil
 }
 
 func (c *cli) help() {
