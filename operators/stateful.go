@@ -41,6 +41,13 @@ func GroupBy[K, V, K2 any](s stream.Stream[K, V], name string, fn func(K, V) K2,
 // Aggregate folds the records of each key into an aggregate kept in the
 // store name: init gives a key's first aggregate, add folds in a record.
 // The result is a table; each update is a record of its Changes.
+//
+// As in Kafka Streams, a record with a null key (one the key serde
+// encodes to nil) or a null value (a nil []byte value: a tombstone read
+// with serde.Bytes) is dropped and counted (stream.Context.Dropped, reasons
+// "null key" and "null value"): it belongs to no key, and a stream's
+// tombstone deletes nothing. Note that serde.String reads a null as "",
+// which is an ordinary key or value.
 func Aggregate[K, V, A any](g Grouped[K, V], name string, init func() A, add func(K, V, A) A, agg serde.Serde[A]) stream.Table[K, A] {
 	changes := stream.Via(g.s, "aggregate", func(next stream.Processor[K, stream.Change[A]]) stream.Processor[K, V] {
 		return &aggregator[K, V, A]{name: name, key: g.key, agg: agg, init: init, add: add, next: next}
@@ -49,7 +56,8 @@ func Aggregate[K, V, A any](g Grouped[K, V], name string, init func() A, add fun
 }
 
 // Reduce combines the records of each key with fn, the first record of a
-// key being its first value.
+// key being its first value. Records with a null key or value are dropped,
+// as in [Aggregate].
 func Reduce[K, V any](g Grouped[K, V], name string, fn func(acc, v V) V) stream.Table[K, V] {
 	changes := stream.Via(g.s, "reduce", func(next stream.Processor[K, stream.Change[V]]) stream.Processor[K, V] {
 		return &aggregator[K, V, V]{name: name, key: g.key, agg: g.value, reduce: fn, next: next}
@@ -57,7 +65,8 @@ func Reduce[K, V any](g Grouped[K, V], name string, fn func(acc, v V) V) stream.
 	return stream.NewTable(changes, name, g.key, g.value)
 }
 
-// Count counts the records of each key.
+// Count counts the records of each key. Records with a null key or value
+// are dropped, as in [Aggregate].
 func Count[K, V any](g Grouped[K, V], name string) stream.Table[K, int64] {
 	return Aggregate(g, name, func() int64 { return 0 }, func(_ K, _ V, n int64) int64 { return n + 1 }, serde.Int64)
 }
@@ -72,6 +81,7 @@ type aggregator[K, V, A any] struct {
 	reduce func(A, V) A // Reduce: A is V
 	next   stream.Processor[K, stream.Change[A]]
 	store  *state.KeyValue[K, A]
+	bytesV bool // V is []byte, so a value may be a Kafka null
 }
 
 func (a *aggregator[K, V, A]) Init(ctx stream.Context) error {
@@ -80,11 +90,24 @@ func (a *aggregator[K, V, A]) Init(ctx stream.Context) error {
 		return err
 	}
 	a.store = state.Typed(s, a.key, a.agg)
+	_, a.bytesV = any(*new(V)).([]byte)
 	return nil
 }
 
 func (a *aggregator[K, V, A]) Process(ctx stream.Context, r stream.Record[K, V]) error {
-	cur, found, err := a.store.Get(r.Key)
+	kb, err := a.key.Encode(r.Key)
+	if err != nil {
+		return fmt.Errorf("%s: encode key: %w", a.name, err)
+	}
+	if kb == nil {
+		ctx.Dropped("null key")
+		return nil
+	}
+	if a.bytesV && any(r.Value).([]byte) == nil {
+		ctx.Dropped("null value")
+		return nil
+	}
+	cur, found, err := a.store.GetEncoded(kb)
 	if err != nil {
 		return fmt.Errorf("%s: %w", a.name, err)
 	}
@@ -99,7 +122,7 @@ func (a *aggregator[K, V, A]) Process(ctx stream.Context, r stream.Record[K, V])
 		}
 		cur = a.add(r.Key, r.Value, cur)
 	}
-	if err := a.store.Put(r.Key, cur); err != nil {
+	if err := a.store.PutEncoded(kb, cur); err != nil {
 		return fmt.Errorf("%s: %w", a.name, err)
 	}
 	return a.next.Process(ctx, stream.Record[K, stream.Change[A]]{

@@ -57,6 +57,9 @@ type TaskStores struct {
 	dirtyB    int      // bytes of dirty entries
 	pending   Batch    // flushed to the changelog, not yet applied
 	flushedAt map[string]bool
+
+	undoing bool        // a record is being tracked (see undo.go)
+	undo    []undoEntry // its changes, oldest first
 }
 
 // NewTaskStores returns the stores of specs over backend, with a cache of
@@ -221,6 +224,9 @@ type Store struct {
 	cache       map[string]*entry
 	dirty       []string // keys changed since the last Flush, in order
 	pendingKeys []string // keys flushed, not yet applied
+
+	dirtyMark int         // len(dirty) when the current record began (see undo.go)
+	limit     recordLimit // of its changelog topic (see limits.go)
 }
 
 var _ stream.Store = (*Store)(nil)
@@ -250,7 +256,9 @@ func (s *Store) get(key []byte) ([]byte, bool, error) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, err
+		// The local store failing is no fault of the record being
+		// processed: never skip records over it.
+		return nil, false, stream.Fatal(err)
 	}
 	if s.ts.maxBytes > 0 {
 		k := string(key)
@@ -282,6 +290,9 @@ func (s *Store) Put(key, value []byte) error {
 	if value == nil {
 		value = []byte{}
 	}
+	if err := s.checkSize(key, value); err != nil {
+		return err
+	}
 	s.set(key, value)
 	return nil
 }
@@ -310,6 +321,7 @@ func (s *Store) set(key, value []byte) {
 	ts := s.ts
 	e, ok := s.cache[string(key)]
 	k := string(key)
+	s.remember(k, e, ok)
 	if !ok {
 		e = &entry{}
 		s.cache[k] = e
@@ -387,7 +399,7 @@ func (m *mergeIter) advanceBase() {
 	}
 	m.baseKey = nil
 	if err := m.base.Err(); err != nil {
-		m.err = err
+		m.err = stream.Fatal(err) // as in get
 	}
 }
 

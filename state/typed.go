@@ -34,11 +34,19 @@ type borrower interface {
 
 // Get returns the value of k and whether it was found.
 func (kv *KeyValue[K, V]) Get(k K) (V, bool, error) {
-	var zero V
 	kb, err := kv.key.Encode(k)
 	if err != nil {
+		var zero V
 		return zero, false, fmt.Errorf("state: encode key: %w", err)
 	}
+	return kv.GetEncoded(kb)
+}
+
+// GetEncoded is [KeyValue.Get] for a key already encoded with the view's
+// key serde.
+func (kv *KeyValue[K, V]) GetEncoded(kb []byte) (V, bool, error) {
+	var zero V
+	var err error
 	var vb []byte
 	if b, ok := kv.store.(borrower); ok {
 		var found bool
@@ -70,6 +78,12 @@ func (kv *KeyValue[K, V]) Put(k K, v V) error {
 	if err != nil {
 		return fmt.Errorf("state: encode key: %w", err)
 	}
+	return kv.PutEncoded(kb, v)
+}
+
+// PutEncoded is [KeyValue.Put] for a key already encoded with the view's
+// key serde.
+func (kv *KeyValue[K, V]) PutEncoded(kb []byte, v V) error {
 	vb, err := kv.value.Encode(v)
 	if err != nil {
 		return fmt.Errorf("state: encode value: %w", err)

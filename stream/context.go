@@ -34,4 +34,11 @@ type Context interface {
 	// StreamTime is the largest record timestamp this task has seen: the
 	// task's clock. It never goes backwards and never reads the wall clock.
 	StreamTime() time.Time
+
+	// Dropped reports that the record being processed is dropped on
+	// purpose, for reason: a short phrase such as "null key" or "late".
+	// The runner counts drops by reason (metric
+	// samsa_dropped_records_total) and logs them at a limited rate; the
+	// test driver counts them (runnertest's Driver.Dropped).
+	Dropped(reason string)
 }

@@ -32,6 +32,7 @@ type Job struct {
 	internal map[string]bool       // repartition topics, which the runner creates
 	stores   map[string]*storeDecl // by store name
 	errs     []error
+	policy   errorPolicies // see policy.go
 }
 
 // storeDecl is a store and the node that uses it.

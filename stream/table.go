@@ -123,7 +123,18 @@ func (s *tableSource[K, V]) Init(ctx Context) error {
 	return nil
 }
 
+// Process mirrors a record of the topic into the table's store and
+// forwards the change. A record with a null key is no row of a table: it
+// is dropped (reason "null key"; brokers refuse such records on compacted
+// topics anyway). The store holds the topic as it is, as a restore from
+// the topic would: a record whose key or value does not decode is still
+// mirrored, and only its change fails to decode.
 func (s *tableSource[K, V]) Process(ctx Context, raw RawRecord) error {
+	if raw.Key == nil {
+		ctx.Dropped("null key")
+		return nil
+	}
+	s.m.Mirror(raw.Key, raw.Value)
 	k, err := s.key.Decode(raw.Key)
 	if err != nil {
 		return &DeserializeError{Topic: raw.Topic, Partition: raw.Partition, Offset: raw.Offset, Field: "key", Err: err}
@@ -134,7 +145,6 @@ func (s *tableSource[K, V]) Process(ctx Context, raw RawRecord) error {
 			return &DeserializeError{Topic: raw.Topic, Partition: raw.Partition, Offset: raw.Offset, Field: "value", Err: err}
 		}
 	}
-	s.m.Mirror(raw.Key, raw.Value)
 	return s.next.Process(ctx, Record[K, Change[V]]{Key: k, Value: c, Timestamp: raw.Timestamp, Headers: raw.Headers,
 		Topic: raw.Topic, Partition: raw.Partition, Offset: raw.Offset})
 }

@@ -30,12 +30,13 @@ type Task struct {
 	inst *stream.Instance
 	tc   taskContext
 	cur  coords // the record being processed, for errors
+	opts options
 }
 
 // NewTask instantiates the processors of task id. partitions gives the
 // partition count of each output topic of the job; stores are the task's
 // stores (nil if its sub-topology has none).
-func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out Emitter, partitions map[string]int32, stores *state.TaskStores) (*Task, error) {
+func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out Emitter, partitions map[string]int32, stores *state.TaskStores, opts ...Option) (*Task, error) {
 	inst, err := topo.NewInstance(id.Subtopology)
 	if err != nil {
 		return nil, err
@@ -49,7 +50,13 @@ func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out E
 		}
 		outputs[o] = &output{partitions: n}
 	}
-	t := &Task{id: id, inst: inst}
+	t := &Task{id: id, inst: inst, opts: options{onDeserialize: stream.PolicyFail, onProcess: stream.PolicyFail}}
+	for _, o := range opts {
+		o(&t.opts)
+	}
+	for topic, o := range outputs {
+		o.maxBytes = t.opts.limits[topic]
+	}
 	t.tc = taskContext{
 		ctx:         ctx,
 		id:          id,
@@ -57,10 +64,17 @@ func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out E
 		outputs:     outputs,
 		partitioner: kgo.StickyKeyPartitioner(nil).ForTopic(""),
 		stores:      stores,
+		onDropped:   t.opts.hooks.Dropped,
 	}
 	for _, spec := range sub.Stores {
 		if stores == nil || stores.Store(spec.Name) == nil {
 			return nil, fmt.Errorf("engine: task %s: store %q not provided", id, spec.Name)
+		}
+		if spec.Changelog == "" {
+			topic := topo.ChangelogTopic(spec.Name)
+			if err := stores.SetRecordLimit(spec.Name, topic, t.opts.limits[topic]); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return t, nil
@@ -69,6 +83,7 @@ func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out E
 // output is a declared output topic of a task.
 type output struct {
 	partitions int32
+	maxBytes   int   // the largest record the topic accepts; 0: no limit
 	emitted    int64 // records emitted since the last TakeEmitted
 }
 
@@ -89,25 +104,44 @@ func (t *Task) ID() stream.TaskID { return t.id }
 
 // Init initialises the task's processors.
 func (t *Task) Init() (err error) {
-	defer t.recoverInto(&err, false)
+	defer t.recoverInto(&err)
 	return t.inst.Init(&t.tc)
 }
 
-// Process runs one input record through the task. An error, or a panic in
-// user code, comes back as a *stream.ProcessError naming the record.
-func (t *Task) Process(rec stream.RawRecord) (err error) {
-	defer t.recoverInto(&err, true)
+// Process runs one input record through the task. A record is atomic:
+// what it emits is written, and its store writes kept, only if its
+// processing succeeds. If it fails (an error, or a panic in user code),
+// its effects are undone and the task's policy applies (see WithPolicy):
+// under PolicyFail, or for an error that is stream.Fatal, Process returns
+// a *stream.ProcessError naming the record; otherwise it skips or
+// dead-letters the record and returns nil.
+func (t *Task) Process(rec stream.RawRecord) error {
+	t.cur = coords{rec.Topic, rec.Partition, rec.Offset}
+	if ms := rec.Timestamp.UnixMilli(); ms < 0 {
+		return t.handle(rec, &stream.DeserializeError{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset,
+			Field: "timestamp", Err: fmt.Errorf("timestamp %d ms is negative (-1: the producer set none)", ms)})
+	}
 	if rec.Timestamp.After(t.tc.streamTime) {
 		t.tc.streamTime = rec.Timestamp
 	}
-	t.cur = coords{rec.Topic, rec.Partition, rec.Offset}
-	t.tc.currentTS = rec.Timestamp
-	err = t.inst.Process(&t.tc, rec)
-	t.tc.currentTS = time.Time{}
-	if err != nil {
-		return t.errorAt(err)
+	if err := t.process(rec); err != nil {
+		t.tc.discard()
+		return t.handle(rec, err)
 	}
+	t.tc.release(t)
 	return nil
+}
+
+func (t *Task) process(rec stream.RawRecord) (err error) {
+	t.tc.begin()
+	t.tc.currentTS = rec.Timestamp
+	defer func() {
+		t.tc.currentTS = time.Time{}
+		if r := recover(); r != nil {
+			err = &stream.PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return t.inst.Process(&t.tc, rec)
 }
 
 // coords locates the input record being processed.
@@ -117,14 +151,14 @@ type coords struct {
 	offset    int64
 }
 
-func (t *Task) errorAt(err error) error {
+func (t *Task) errorAt(err error) *stream.ProcessError {
 	return &stream.ProcessError{Task: t.id, Topic: t.cur.topic, Partition: t.cur.partition, Offset: t.cur.offset, Err: err}
 }
 
 // Flush lets processors that hold records back forward them; the runner
 // calls it before each commit.
 func (t *Task) Flush() (err error) {
-	defer t.recoverInto(&err, false)
+	defer t.recoverInto(&err)
 	if err := t.inst.Flush(&t.tc); err != nil {
 		return fmt.Errorf("engine: task %s: flush: %w", t.id, err)
 	}
@@ -133,28 +167,22 @@ func (t *Task) Flush() (err error) {
 
 // Close closes the task's processors.
 func (t *Task) Close() (err error) {
-	defer t.recoverInto(&err, false)
+	defer t.recoverInto(&err)
 	return t.inst.Close()
 }
 
 // StreamTime returns the task's stream time.
 func (t *Task) StreamTime() time.Time { return t.tc.streamTime }
 
-// recoverInto turns a panic in user code into an error, so that a bug in
-// one processor stops its task cleanly (nothing past the record is
-// committed) instead of killing the process.
-func (t *Task) recoverInto(err *error, processing bool) {
+// recoverInto turns a panic in user code outside a record (Init, Flush,
+// Close) into an error, so that a bug in one processor stops its task
+// cleanly instead of killing the process. Process recovers on its own.
+func (t *Task) recoverInto(err *error) {
 	r := recover()
 	if r == nil {
 		return
 	}
-	perr := &stream.PanicError{Value: r, Stack: debug.Stack()}
-	if processing {
-		t.tc.currentTS = time.Time{}
-		*err = t.errorAt(perr)
-		return
-	}
-	*err = fmt.Errorf("engine: task %s: %w", t.id, perr)
+	*err = fmt.Errorf("engine: task %s: %w", t.id, &stream.PanicError{Value: r, Stack: debug.Stack()})
 }
 
 // taskContext is the stream.Context of one task.
@@ -168,6 +196,13 @@ type taskContext struct {
 	streamTime  time.Time
 	currentTS   time.Time // the timestamp of the input record being processed
 	stores      *state.TaskStores
+
+	// The effects of the record being processed, held back until it is
+	// processed (see policy.go).
+	inRecord  bool
+	held      []heldRecord
+	drops     []string
+	onDropped func(Dropped)
 }
 
 func (c *taskContext) Store(name string) (stream.Store, error) {
@@ -191,6 +226,14 @@ func (c *taskContext) Emit(topic string, rec stream.RawRecord) error {
 	if rec.Timestamp.IsZero() {
 		rec.Timestamp = c.currentTS
 	}
+	if !rec.Timestamp.IsZero() && rec.Timestamp.UnixMilli() < 0 {
+		return fmt.Errorf("engine: task %s: emit to %q: timestamp %s is before 1970; Kafka timestamps are milliseconds since the Unix epoch", c.id, topic, rec.Timestamp)
+	}
+	if o.maxBytes > 0 {
+		if n := stream.RecordBatchSize(rec.Key, rec.Value, rec.Headers); n > o.maxBytes {
+			return fmt.Errorf("engine: task %s: emit: %w", c.id, &stream.RecordTooLargeError{Topic: topic, Size: n, Max: o.maxBytes})
+		}
+	}
 	var p int32
 	if rec.Key == nil {
 		p = c.id.Partition % o.partitions
@@ -199,7 +242,20 @@ func (c *taskContext) Emit(topic string, rec stream.RawRecord) error {
 		p = int32(c.partitioner.Partition(&c.scratch, int(o.partitions)))
 		c.scratch.Key = nil
 	}
+	if c.inRecord {
+		c.held = append(c.held, heldRecord{o: o, topic: topic, partition: p, rec: rec})
+		return nil
+	}
 	o.emitted++
 	c.out.Emit(topic, p, rec)
 	return nil
+}
+
+func (c *taskContext) Dropped(reason string) {
+	switch {
+	case c.inRecord:
+		c.drops = append(c.drops, reason) // reported if the record succeeds
+	case c.onDropped != nil:
+		c.onDropped(Dropped{Task: c.id, Reason: reason}) // from Flush: no record to name
+	}
 }

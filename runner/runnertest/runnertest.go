@@ -46,6 +46,7 @@ type Driver struct {
 	keyed      kgo.TopicPartitioner
 	scratch    kgo.Record
 	closed     bool
+	policy     driverPolicy // see policy.go
 }
 
 // New builds the job and returns a driver for it.
@@ -61,6 +62,7 @@ func New(job *stream.Job, opts ...Option) (*Driver, error) {
 		logs:       map[string][][]stream.RawRecord{},
 		clock:      time.UnixMilli(0).UTC(),
 		keyed:      kgo.StickyKeyPartitioner(nil).ForTopic(""),
+		policy:     driverPolicy{limits: map[string]int{}, dropped: map[string]int{}},
 	}
 	for _, o := range opts {
 		o(d)
@@ -78,6 +80,7 @@ func New(job *stream.Job, opts ...Option) (*Driver, error) {
 		delete(d.partitions, it.Name) // derived, never set by hand
 	}
 	engine.ResolveInternal(topo, d.partitions)
+	d.resolvePolicy()
 	for t, n := range d.partitions {
 		d.logs[t] = make([][]stream.RawRecord, n)
 	}
@@ -170,7 +173,7 @@ func (d *Driver) newTask(id stream.TaskID) (*driverTask, error) {
 	if specs := d.topo.Subtopologies()[id.Subtopology].Stores; len(specs) > 0 {
 		t.stores = state.NewTaskStores(memstore.New(), changelog{d, id.Partition}, specs, 1<<20)
 	}
-	et, err := engine.NewTask(context.Background(), d.topo, id, d, d.partitions, t.stores)
+	et, err := engine.NewTask(context.Background(), d.topo, id, d, d.partitions, t.stores, d.taskOptions()...)
 	if err != nil {
 		return nil, err
 	}

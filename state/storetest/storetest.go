@@ -30,6 +30,11 @@ func TestBackend(t *testing.T, open func(t *testing.T) state.Backend) {
 			t.Run(fmt.Sprint("cache=", cache), func(t *testing.T) { testModel(t, open(t), cache) })
 		}
 	})
+	t.Run("record-rollback-model", func(t *testing.T) {
+		for _, cache := range []int{0, 1 << 10, 1 << 20} {
+			t.Run(fmt.Sprint("cache=", cache), func(t *testing.T) { testRollbackModel(t, open(t), cache) })
+		}
+	})
 }
 
 func testBatch(t *testing.T, b state.Backend) {
