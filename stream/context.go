@@ -31,8 +31,16 @@ type Context interface {
 	// [WithStores] and [TaskSpec.Stores]).
 	Store(name string) (Store, error)
 
-	// StreamTime is the largest record timestamp this task has seen: the
-	// task's clock. It never goes backwards and never reads the wall clock.
+	// Timers returns the timers kept in the timer store name, which the
+	// task or processor declared ([TaskSpec.Timers], [WithTimers]).
+	Timers(name string) (Timers, error)
+
+	// StreamTime is the largest event time (record timestamp, or what an
+	// input's [EventTime] extractor returned) this task has processed: the
+	// task's clock. It never goes backwards and never reads the wall
+	// clock. The runner keeps it with each commit of a task that has
+	// stores and restores it with them, so after a restart it goes on from
+	// where the last commit left it.
 	StreamTime() time.Time
 
 	// Dropped reports that the record being processed is dropped on

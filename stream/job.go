@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/samsa-go/samsa/stream/serde"
 )
@@ -86,6 +87,7 @@ type node struct {
 	inputs  []string // the topics a source or task reads
 	outputs []string // the topics a sink or task writes
 	stores  []string // the stores it uses
+	timers  []string // the timer stores among them (see WithTimers)
 }
 
 func (j *Job) addStore(spec StoreSpec, n *node) {
@@ -110,9 +112,10 @@ func (j *Job) addNode(kind string, parents ...*node) *node {
 
 // source is the entry point of one input topic.
 type source struct {
-	topic string
-	node  *node
-	build func(b *builder) Processor[[]byte, []byte]
+	topic     string
+	node      *node
+	build     func(b *builder) Processor[[]byte, []byte]
+	eventTime bool // its processor sets the event time (see EventTime)
 }
 
 func (j *Job) addSource(topic string, n *node, build func(b *builder) Processor[[]byte, []byte]) {
@@ -210,7 +213,14 @@ func (f fanout[K, V]) Process(ctx Context, rec Record[K, V]) error {
 // stream. Each record's key and value are decoded with the given serdes; a
 // record that fails to decode stops its task with a [*DeserializeError].
 // A topic can be an input of a job only once.
-func Input[K, V any](j *Job, topic string, key serde.Serde[K], value serde.Serde[V]) Stream[K, V] {
+//
+// A record's timestamp is its Kafka timestamp unless an [EventTime]
+// option takes it from the record's content.
+func Input[K, V any](j *Job, topic string, key serde.Serde[K], value serde.Serde[V], opts ...InputOption[K, V]) Stream[K, V] {
+	var o inputOptions[K, V]
+	for _, opt := range opts {
+		opt(&o)
+	}
 	n := j.addNode("source")
 	s := newStream[K, V](j, n)
 	if !j.checkOpen("input " + topic) {
@@ -220,15 +230,20 @@ func Input[K, V any](j *Job, topic string, key serde.Serde[K], value serde.Serde
 		j.errorf("stream: input %q: nil serde", topic)
 	}
 	j.addSource(topic, n, func(b *builder) Processor[[]byte, []byte] {
-		return &decoder[K, V]{key: key, value: value, next: s.p.build(b)}
+		return &decoder[K, V]{key: key, value: value, next: s.p.build(b), eventTime: o.eventTime, clock: b.clock}
 	})
+	if src := j.sources[topic]; src != nil && src.node == n {
+		src.eventTime = o.eventTime != nil
+	}
 	return s
 }
 
 type decoder[K, V any] struct {
-	key   serde.Serde[K]
-	value serde.Serde[V]
-	next  Processor[K, V]
+	key       serde.Serde[K]
+	value     serde.Serde[V]
+	next      Processor[K, V]
+	eventTime func(K, V) time.Time // nil: the Kafka timestamp
+	clock     *clock
 }
 
 func (d *decoder[K, V]) Process(ctx Context, raw RawRecord) error {
@@ -240,8 +255,15 @@ func (d *decoder[K, V]) Process(ctx Context, raw RawRecord) error {
 	if err != nil {
 		return &DeserializeError{Topic: raw.Topic, Partition: raw.Partition, Offset: raw.Offset, Field: "value", Err: err}
 	}
+	ts := raw.Timestamp
+	if d.eventTime != nil {
+		if et := d.eventTime(k, v); !et.IsZero() {
+			ts = et
+		}
+		d.clock.observe(ts)
+	}
 	return d.next.Process(ctx, Record[K, V]{
-		Key: k, Value: v, Timestamp: raw.Timestamp, Headers: raw.Headers,
+		Key: k, Value: v, Timestamp: ts, Headers: raw.Headers,
 		Topic: raw.Topic, Partition: raw.Partition, Offset: raw.Offset,
 	})
 }
@@ -308,6 +330,7 @@ type NodeOption func(*nodeOptions)
 
 type nodeOptions struct {
 	stores []StoreSpec
+	timers []string // timer stores (see WithTimers)
 }
 
 // WithStores declares the stores a node's processor uses through
@@ -329,6 +352,10 @@ func ViaN[K, V, K2, V2 any](s Stream[K, V], kind string, n int, newProcessor fun
 	}
 	for _, spec := range o.stores {
 		j.addStore(spec, op)
+	}
+	for _, name := range o.timers {
+		j.addStore(StoreSpec{Name: name}, op)
+		op.timers = append(op.timers, name)
 	}
 	outs := make([]Stream[K2, V2], n)
 	for i := range outs {
@@ -356,6 +383,7 @@ func ViaN[K, V, K2, V2 any](s Stream[K, V], kind string, n int, newProcessor fun
 		proc := newProcessor(next)
 		b.memo[op] = proc
 		b.track(proc)
+		b.own(op, proc)
 		return proc
 	})
 	return outs

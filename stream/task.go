@@ -20,6 +20,11 @@ type TaskSpec struct {
 	Outputs []string
 	// Stores are the stores the task uses through Context.Store.
 	Stores []StoreSpec
+	// Timers, if not empty, names the task's timer store: a store (with a
+	// changelog, like the others) that keeps the timers the task sets
+	// through Context.Timers(Timers). The Task must then implement
+	// [TimerHandler].
+	Timers string
 	// New returns the Task for one partition. It is called once per task.
 	New func() Task
 }
@@ -51,6 +56,7 @@ func AddTask(j *Job, spec TaskSpec) {
 			t := spec.New()
 			b.memo[n] = t
 			b.track(t)
+			b.own(n, t)
 			return t
 		})
 	}
@@ -59,5 +65,9 @@ func AddTask(j *Job, spec TaskSpec) {
 	}
 	for _, st := range spec.Stores {
 		j.addStore(st, n)
+	}
+	if spec.Timers != "" {
+		j.addStore(StoreSpec{Name: spec.Timers}, n)
+		n.timers = append(n.timers, spec.Timers)
 	}
 }

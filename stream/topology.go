@@ -182,16 +182,34 @@ func (t *Topology) NewInstance(id int) (*Instance, error) {
 	if id < 0 || id >= len(t.subs) {
 		return nil, fmt.Errorf("stream: job %q has no sub-topology %d", t.job.name, id)
 	}
-	b := &builder{memo: map[any]any{}}
-	in := &Instance{sources: map[string]Processor[[]byte, []byte]{}}
+	b := &builder{memo: map[any]any{}, clock: &clock{}}
+	in := &Instance{sources: map[string]Processor[[]byte, []byte]{}, eventTime: map[string]bool{}, clock: b.clock}
 	for _, topic := range t.subs[id].Inputs {
-		p := t.job.sources[topic].build(b)
+		src := t.job.sources[topic]
+		p := src.build(b)
 		if p == nil {
 			return nil, fmt.Errorf("stream: job %q: the processor for topic %q is nil", t.job.name, topic)
 		}
 		in.sources[topic] = p
+		in.eventTime[topic] = src.eventTime
 	}
 	in.tracked = b.tracked
+	for i := len(b.tracked) - 1; i >= 0; i-- { // upstream first
+		if h, ok := b.tracked[i].(StreamTimeHandler); ok {
+			in.handlers = append(in.handlers, h)
+		}
+	}
+	in.owners = map[string]TimerHandler{}
+	for n, p := range b.owners {
+		h, ok := p.(TimerHandler)
+		if !ok {
+			return nil, fmt.Errorf("stream: job %q: %s declares timer stores %s but its processor (%T) has no OnTimer method (stream.TimerHandler)",
+				t.job.name, n.name, strings.Join(n.timers, ", "), p)
+		}
+		for _, name := range n.timers {
+			in.owners[name] = h
+		}
+	}
 	return in, nil
 }
 

@@ -64,6 +64,7 @@ func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out E
 		outputs:     outputs,
 		partitioner: kgo.StickyKeyPartitioner(nil).ForTopic(""),
 		stores:      stores,
+		inst:        inst,
 		onDropped:   t.opts.hooks.Dropped,
 	}
 	for _, spec := range sub.Stores {
@@ -172,7 +173,7 @@ func (t *Task) Close() (err error) {
 }
 
 // StreamTime returns the task's stream time.
-func (t *Task) StreamTime() time.Time { return t.tc.streamTime }
+func (t *Task) StreamTime() time.Time { return t.inst.StreamTime() }
 
 // recoverInto turns a panic in user code outside a record (Init, Flush,
 // Close) into an error, so that a bug in one processor stops its task
@@ -196,6 +197,7 @@ type taskContext struct {
 	streamTime  time.Time
 	currentTS   time.Time // the timestamp of the input record being processed
 	stores      *state.TaskStores
+	inst        *stream.Instance // keeps the task's stream time and event time
 
 	// The effects of the record being processed, held back until it is
 	// processed (see policy.go).
@@ -216,7 +218,7 @@ func (c *taskContext) Store(name string) (stream.Store, error) {
 
 func (c *taskContext) Context() context.Context { return c.ctx }
 func (c *taskContext) TaskID() stream.TaskID    { return c.id }
-func (c *taskContext) StreamTime() time.Time    { return c.streamTime }
+func (c *taskContext) StreamTime() time.Time    { return c.inst.StreamTime() }
 
 func (c *taskContext) Emit(topic string, rec stream.RawRecord) error {
 	o, ok := c.outputs[topic]
@@ -224,7 +226,7 @@ func (c *taskContext) Emit(topic string, rec stream.RawRecord) error {
 		return fmt.Errorf("engine: task %s: emit to %q, which is not a declared output of its sub-topology", c.id, topic)
 	}
 	if rec.Timestamp.IsZero() {
-		rec.Timestamp = c.currentTS
+		rec.Timestamp = c.inst.EventTime()
 	}
 	if !rec.Timestamp.IsZero() && rec.Timestamp.UnixMilli() < 0 {
 		return fmt.Errorf("engine: task %s: emit to %q: timestamp %s is before 1970; Kafka timestamps are milliseconds since the Unix epoch", c.id, topic, rec.Timestamp)

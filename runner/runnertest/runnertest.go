@@ -120,8 +120,12 @@ func (d *Driver) Pipe(topic string, rec stream.RawRecord) error {
 	if err := d.process(sub.ID, rec); err != nil {
 		return err
 	}
-	// Records written to repartition topics are read back at once, in
-	// the order they were written.
+	return d.drain()
+}
+
+// drain processes the records written to repartition topics: they are
+// read back at once, in the order they were written.
+func (d *Driver) drain() error {
 	for len(d.queue) > 0 {
 		r := d.queue[0]
 		d.queue = d.queue[1:]
@@ -154,6 +158,12 @@ func (d *Driver) process(sub int, rec stream.RawRecord) error {
 	if err := t.Process(rec); err != nil {
 		return err
 	}
+	return d.commit(id, t)
+}
+
+// commit commits task id as the runner does: processors that hold records
+// back flush them, and the stores' changes go to their changelog topics.
+func (d *Driver) commit(id stream.TaskID, t *driverTask) error {
 	if err := t.Flush(); err != nil {
 		return err
 	}
@@ -223,8 +233,28 @@ func (d *Driver) PartitionFor(topic string, key []byte) int32 {
 	return int32(d.keyed.Partition(&d.scratch, int(n)))
 }
 
-// SetTime sets the timestamp given to piped records that have none.
-func (d *Driver) SetTime(t time.Time) { d.clock = t }
+// SetTime sets the driver's clock, which stands for the wall clock: it is
+// the timestamp given to piped records that have none, and the time of
+// wall-clock timers (stream.WallClockTimer). Those due at t fire, task
+// by task, and what they write is processed like the output of a piped
+// record. It returns the first error of a timer. Stream time is separate:
+// it follows the timestamps of the records piped.
+func (d *Driver) SetTime(t time.Time) error {
+	if d.closed {
+		return errors.New("runnertest: driver closed")
+	}
+	d.clock = t
+	for _, id := range slices.SortedFunc(maps.Keys(d.tasks), compareTaskID) {
+		task := d.tasks[id]
+		if err := task.FireWallClock(t); err != nil {
+			return err
+		}
+		if err := d.commit(id, task); err != nil {
+			return err
+		}
+	}
+	return d.drain()
+}
 
 // Emit implements the engine's emitter: it appends to the output log, and
 // queues records written to a topic the job reads (a repartition topic).
