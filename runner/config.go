@@ -55,6 +55,13 @@ type Config struct {
 	// ConnectTimeout bounds the start-up check that the brokers are
 	// reachable and accept our credentials. Default: 15s.
 	ConnectTimeout time.Duration
+	// ShutdownTimeout bounds a shutdown: from the moment Run's context
+	// ends (or the job stops on an error), how long the runner waits for
+	// the brokers to take its last outputs and commit. Past it, as when
+	// the brokers are down, it stops without that commit and returns an
+	// error; the next run processes the uncommitted input again.
+	// Default: 30s.
+	ShutdownTimeout time.Duration
 
 	// CacheBytes bounds the record caches of the instance's stores,
 	// shared evenly by its tasks. Default: 64 MiB.
@@ -95,6 +102,9 @@ func (c *Config) EnsureDefaults(job string) {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 15 * time.Second
 	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
 	if c.CacheBytes == 0 {
 		c.CacheBytes = 64 << 20
 	}
@@ -120,6 +130,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("runner: session timeout %s: must be positive", c.SessionTimeout)
 	case c.ConnectTimeout <= 0:
 		return fmt.Errorf("runner: connect timeout %s: must be positive", c.ConnectTimeout)
+	case c.ShutdownTimeout <= 0:
+		return fmt.Errorf("runner: shutdown timeout %s: must be positive", c.ShutdownTimeout)
 	case c.CacheBytes < 0:
 		return fmt.Errorf("runner: cache bytes %d: must not be negative", c.CacheBytes)
 	case c.BlockCacheBytes < 1<<20:

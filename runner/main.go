@@ -118,6 +118,7 @@ func (c *cli) runFlagSet(cmd string) (*flagSet, *runFlags) {
 	f.Int(&rf.cfg.Threads, "threads", defaultConfig.Threads, "how many tasks may process records at once")
 	f.Duration(&rf.cfg.SessionTimeout, "session-timeout", defaultConfig.SessionTimeout, "consumer-group session timeout: how long before a silent instance's tasks move")
 	f.Duration(&rf.cfg.ConnectTimeout, "connect-timeout", defaultConfig.ConnectTimeout, "how long to wait for the brokers at start")
+	f.Duration(&rf.cfg.ShutdownTimeout, "shutdown-timeout", defaultConfig.ShutdownTimeout, "how long a stop waits for the brokers to take the last outputs and commit; past it the uncommitted input is processed again by the next run")
 	f.Int64(&rf.cfg.CacheBytes, "cache-bytes", defaultConfig.CacheBytes, "`bytes` of store record cache per instance, shared by its tasks")
 	f.Int64(&rf.cfg.BlockCacheBytes, "block-cache-bytes", defaultConfig.BlockCacheBytes, "`bytes` of Pebble block cache per instance")
 	f.Uint64(&rf.cfg.MemTableSize, "memtable-bytes", defaultConfig.MemTableSize, "`bytes` of each task's Pebble memtable")

@@ -254,7 +254,7 @@ func (m *member) restoreAll(ctx context.Context, jobs []*restoreJob) error {
 	left := len(byTP)
 	var applyErr error
 	for left > 0 && applyErr == nil {
-		fs, quiet, err := pollChangelog(ctx, cl)
+		fs, quiet, err := m.pollChangelog(ctx, cl)
 		if err != nil {
 			return err
 		}
@@ -350,7 +350,7 @@ func (m *member) readPartition(ctx context.Context, topic string, partition int3
 	}
 	defer cl.Close()
 	for next := from; next < to; {
-		fs, quiet, err := pollChangelog(ctx, cl)
+		fs, quiet, err := m.pollChangelog(ctx, cl)
 		if err != nil {
 			return err
 		}
@@ -374,7 +374,7 @@ func (m *member) readPartition(ctx context.Context, topic string, partition int3
 // pollChangelog polls a changelog reader. quiet reports that nothing
 // arrived for restoreQuietPoll: the rest of the range it reads holds no
 // record (compacted away).
-func pollChangelog(ctx context.Context, cl *kgo.Client) (fs kgo.Fetches, quiet bool, err error) {
+func (m *member) pollChangelog(ctx context.Context, cl *kgo.Client) (fs kgo.Fetches, quiet bool, err error) {
 	pctx, cancel := context.WithTimeout(ctx, restoreQuietPoll)
 	fs = cl.PollFetches(pctx)
 	cancel()
@@ -382,6 +382,10 @@ func pollChangelog(ctx context.Context, cl *kgo.Client) (fs kgo.Fetches, quiet b
 		return nil, false, err
 	}
 	if fs.NumRecords() == 0 && errors.Is(fs.Err0(), context.DeadlineExceeded) {
+		// Silence means compaction only from a broker that answers.
+		if err := m.r.brokers.check(); err != nil {
+			return nil, false, fmt.Errorf("runner: read changelog: nothing arrived for %s: %w", restoreQuietPoll, err)
+		}
 		return nil, true, nil
 	}
 	fs.EachError(func(t string, p int32, e error) {

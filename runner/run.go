@@ -40,6 +40,7 @@ type Runner struct {
 	cfg     Config
 	log     hclog.Logger
 	metrics *metrics
+	brokers *brokerHealth // whether the brokers can be reached; see health.go
 }
 
 // New validates the job and the configuration. cfg.Brokers must be set:
@@ -56,7 +57,9 @@ func New(job *stream.Job, cfg Config) (*Runner, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("runner: no brokers given")
 	}
-	return &Runner{topo: topo, cfg: cfg, log: cfg.Logger, metrics: newMetrics(job.Name())}, nil
+	r := &Runner{topo: topo, cfg: cfg, log: cfg.Logger, metrics: newMetrics(job.Name())}
+	r.brokers = newBrokerHealth(r.log, r.metrics.reg, job.Name())
+	return r, nil
 }
 
 // Topology returns the job's topology.
@@ -75,6 +78,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	base = append(base, kgo.WithHooks(r.brokers))
 	// The admin client lists topics it may create a moment later: its
 	// metadata must not be cached for kgo's default 5s.
 	admCl, err := kgo.NewClient(append(slices.Clone(base), kgo.MetadataMinAge(10*time.Millisecond))...)
@@ -182,6 +186,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.log.Info("starting", "job", r.topo.Name(), "brokers", strings.Join(r.cfg.Brokers, ","),
 		"inputs", strings.Join(r.topo.Inputs(), ","), "outputs", strings.Join(r.topo.Outputs(), ","),
 		"commit_interval", r.cfg.CommitInterval)
+	stopCtx, stop := stopContext(ctx, r.cfg.ShutdownTimeout)
+	defer stop()
+	m.stopCtx = stopCtx
 	return m.run(ctx)
 }
 
@@ -251,11 +258,13 @@ type member struct {
 	mu    sync.Mutex // the poll loop and the rebalance callbacks
 	tasks map[stream.TaskID]*task
 
-	restorePending atomic.Bool // tasks wait for their stores' restore
+	restorePending atomic.Bool   // tasks wait for their stores' restore
+	backoff        time.Duration // between retries while the brokers are unreachable; see outwait
 	pollMu         sync.Mutex
 	pollCancel     context.CancelFunc // ends the poll in progress
 
 	produceErr atomic.Pointer[error] // the first failed output write
+	stopCtx    context.Context       // of every write: ends Config.ShutdownTimeout after the run's context
 	in, out    atomic.Int64
 	outCounter map[string]prometheus.Counter // by topic; read-only
 	lastCommit time.Time
@@ -478,8 +487,9 @@ func (m *member) Emit(topic string, partition int32, rec stream.RawRecord) {
 		}
 	}
 	// Not the run context: a shutdown must still deliver what was
-	// processed before it commits.
-	m.cl.Produce(context.Background(), kr, m.produced)
+	// processed before it commits, unless the brokers are down past its
+	// deadline.
+	m.cl.Produce(m.stopCtx, kr, m.produced)
 }
 
 func (m *member) produced(r *kgo.Record, err error) {
@@ -503,8 +513,14 @@ func (m *member) run(ctx context.Context) (err error) {
 			err := m.restoreLocked(ctx)
 			m.mu.Unlock()
 			if err != nil {
-				return err
+				if !m.outwait(ctx, "restore", err) {
+					return err
+				}
+				m.restorePending.Store(true) // resumes where the stores got to
+				m.cl.AllowRebalance()
+				continue
 			}
+			m.backoff = 0
 		}
 		recs := m.poll(ctx)
 		if recs.IsClientClosed() || ctx.Err() != nil {
@@ -512,7 +528,7 @@ func (m *member) run(ctx context.Context) (err error) {
 		}
 		var ferr error
 		recs.EachError(func(t string, p int32, e error) {
-			ferr = errors.Join(ferr, fmt.Errorf("runner: read %s/%d: %w", t, p, e))
+			ferr = errors.Join(ferr, m.pollError(t, p, e))
 		})
 		if ferr != nil {
 			return ferr
@@ -524,13 +540,22 @@ func (m *member) run(ctx context.Context) (err error) {
 		}
 		if err == nil && (time.Since(m.lastCommit) >= m.r.cfg.CommitInterval || m.cachesFullLocked()) {
 			err = m.commitLocked(ctx)
-			if ctx.Err() != nil {
+			switch {
+			case ctx.Err() != nil:
 				err = nil // shutting down: shutdown commits, with its own deadline
+			case transient(err):
+				// Nothing is lost: what was processed stays pending and
+				// the next commit, an interval later, takes it along.
+				m.log.Warn("commit failed: the brokers cannot be reached; retrying at the next commit", "error", err)
+				err = nil
 			}
 		}
 		var done bool
 		if err == nil && m.r.cfg.UntilEnd {
 			done, err = m.reachedEndLocked(ctx)
+			if transient(err) {
+				done, err = false, nil // asked again on the next round
+			}
 		}
 		m.mu.Unlock()
 		if err != nil {
@@ -921,10 +946,13 @@ func (m *member) reachedEndLocked(ctx context.Context) (bool, error) {
 // shutdown commits what was processed, closes the tasks and leaves the
 // group. It runs whatever ended the loop.
 func (m *member) shutdown() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(m.stopCtx, m.r.cfg.ShutdownTimeout)
 	defer cancel()
 	m.mu.Lock()
 	err := m.commitLocked(ctx)
+	if err != nil {
+		err = finalCommitError(err, m.r.cfg.ShutdownTimeout)
+	}
 	for id, t := range m.tasks {
 		if cerr := t.close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("runner: close task %s: %w", id, cerr))

@@ -277,7 +277,7 @@ func (l taskLog) Write(store string, key, value []byte) {
 	kr := &kgo.Record{Topic: pos.topic, Partition: l.t.ID().Partition, Key: key, Value: value}
 	l.m.out.Add(1)
 	l.m.outCounter[pos.topic].Inc()
-	l.m.cl.Produce(context.Background(), kr, pos.promise)
+	l.m.cl.Produce(l.m.stopCtx, kr, pos.promise)
 }
 
 // Offset commit metadata: the changelog offsets a commit corresponds to,

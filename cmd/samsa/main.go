@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -39,6 +40,9 @@ Flags of broker:
   --data-dir dir      where the broker keeps its data (env SAMSA_DATA_DIR); empty keeps it in memory
   --listen host:port  address to listen on (env SAMSA_LISTEN); default 127.0.0.1:9092
   --log-level level   trace, debug, info, warn or error (env SAMSA_LOG_LEVEL); default info
+  --group-min-session-timeout duration
+                      the shortest consumer-group session timeout the broker accepts
+                      (env SAMSA_GROUP_MIN_SESSION_TIMEOUT); default 6s, as Kafka's
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -55,6 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", os.Getenv("SAMSA_DATA_DIR"), "")
 	listen := fs.String("listen", envOr("SAMSA_LISTEN", embedded.DefaultListen), "")
 	level := fs.String("log-level", envOr("SAMSA_LOG_LEVEL", "info"), "")
+	minSession := fs.String("group-min-session-timeout", os.Getenv("SAMSA_GROUP_MIN_SESSION_TIMEOUT"), "")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -68,8 +73,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "samsa broker: flag --log-level: %q is not one of trace, debug, info, warn, error\n", *level)
 		return 2
 	}
+	var sessionMin time.Duration
+	if *minSession != "" {
+		d, err := time.ParseDuration(*minSession)
+		if err != nil || d <= 0 {
+			fmt.Fprintf(stderr, "samsa broker: flag --group-min-session-timeout: %q is not a positive duration\n", *minSession)
+			return 2
+		}
+		sessionMin = d
+	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "samsa-broker", Level: lvl, Output: stderr})
-	b, err := embedded.Start(embedded.Config{DataDir: *dataDir, Listen: *listen, Logger: log})
+	b, err := embedded.Start(embedded.Config{DataDir: *dataDir, Listen: *listen, Logger: log, SessionTimeoutMin: sessionMin})
 	if err != nil {
 		fmt.Fprintf(stderr, "samsa broker: %v\n", err)
 		return 1
