@@ -51,7 +51,7 @@ func GroupBy[K, V, K2 any](s stream.Stream[K, V], name string, fn func(K, V) K2,
 func Aggregate[K, V, A any](g Grouped[K, V], name string, init func() A, add func(K, V, A) A, agg serde.Serde[A]) stream.Table[K, A] {
 	changes := stream.Via(g.s, "aggregate", func(next stream.Processor[K, stream.Change[A]]) stream.Processor[K, V] {
 		return &aggregator[K, V, A]{name: name, key: g.key, agg: agg, init: init, add: add, next: next}
-	}, stream.WithStores(stream.StoreSpec{Name: name}))
+	}, stream.WithStores(stream.StoreSpec{Name: name}), stream.KeepsKey())
 	return stream.NewTable(changes, name, g.key, agg)
 }
 
@@ -61,7 +61,7 @@ func Aggregate[K, V, A any](g Grouped[K, V], name string, init func() A, add fun
 func Reduce[K, V any](g Grouped[K, V], name string, fn func(acc, v V) V) stream.Table[K, V] {
 	changes := stream.Via(g.s, "reduce", func(next stream.Processor[K, stream.Change[V]]) stream.Processor[K, V] {
 		return &aggregator[K, V, V]{name: name, key: g.key, agg: g.value, reduce: fn, next: next}
-	}, stream.WithStores(stream.StoreSpec{Name: name}))
+	}, stream.WithStores(stream.StoreSpec{Name: name}), stream.KeepsKey())
 	return stream.NewTable(changes, name, g.key, g.value)
 }
 
@@ -142,7 +142,7 @@ func (a *aggregator[K, V, A]) Process(ctx stream.Context, r stream.Record[K, V])
 func ToStreamOnCommit[K, V any](t stream.Table[K, V]) stream.Stream[K, V] {
 	return stream.Via(t.Changes(), "to-stream-on-commit", func(next stream.Processor[K, V]) stream.Processor[K, stream.Change[V]] {
 		return &commitCache[K, V]{key: t.KeySerde(), next: next, index: map[string]int{}}
-	})
+	}, stream.KeepsKey())
 }
 
 // commitCache holds a table's latest changes until the task commits.

@@ -18,7 +18,7 @@ func MapValues[K, V, V2 any](s stream.Stream[K, V], fn func(V) V2) stream.Stream
 		return stream.ProcessorFunc[K, V](func(ctx stream.Context, r stream.Record[K, V]) error {
 			return next.Process(ctx, with(r, r.Key, fn(r.Value)))
 		})
-	})
+	}, stream.KeepsKey())
 }
 
 // Filter keeps the records for which keep returns true.
@@ -30,7 +30,7 @@ func Filter[K, V any](s stream.Stream[K, V], keep func(K, V) bool) stream.Stream
 			}
 			return next.Process(ctx, r)
 		})
-	})
+	}, stream.KeepsKey())
 }
 
 // FilterNot drops the records for which drop returns true.
@@ -65,7 +65,7 @@ func FlatMapValues[K, V, V2 any](s stream.Stream[K, V], fn func(V) []V2) stream.
 			}
 			return nil
 		})
-	})
+	}, stream.KeepsKey())
 }
 
 // Peek calls fn for each record and passes the record on unchanged. It is
@@ -76,7 +76,7 @@ func Peek[K, V any](s stream.Stream[K, V], fn func(K, V)) stream.Stream[K, V] {
 			fn(r.Key, r.Value)
 			return next.Process(ctx, r)
 		})
-	})
+	}, stream.KeepsKey())
 }
 
 // Branch splits s by predicates: a record goes to the stream of the first
@@ -93,7 +93,7 @@ func Branch[K, V any](s stream.Stream[K, V], preds ...func(K, V) bool) []stream.
 			}
 			return nil
 		})
-	})
+	}, stream.KeepsKey())
 }
 
 // Merge returns one stream with the records of all the given streams.

@@ -34,6 +34,8 @@ type Job struct {
 	stores   map[string]*storeDecl // by store name
 	errs     []error
 	policy   errorPolicies // see policy.go
+
+	globals map[string]*globalDecl // global tables by store name; see global.go
 }
 
 // storeDecl is a store and the node that uses it.
@@ -88,6 +90,12 @@ type node struct {
 	outputs []string // the topics a sink or task writes
 	stores  []string // the stores it uses
 	timers  []string // the timer stores among them (see WithTimers)
+
+	// How its keys are partitioned, for joins (see join.go).
+	keySerde    any   // a source's key serde
+	keepsKey    bool  // it forwards records under the key they came with
+	copartition bool  // it needs its inputs partitioned alike
+	keySerdes   []any // serdes it looks keys up with
 }
 
 func (j *Job) addStore(spec StoreSpec, n *node) {
@@ -229,6 +237,7 @@ func Input[K, V any](j *Job, topic string, key serde.Serde[K], value serde.Serde
 	if key == nil || value == nil {
 		j.errorf("stream: input %q: nil serde", topic)
 	}
+	n.keySerde = key
 	j.addSource(topic, n, func(b *builder) Processor[[]byte, []byte] {
 		return &decoder[K, V]{key: key, value: value, next: s.p.build(b), eventTime: o.eventTime, clock: b.clock}
 	})
@@ -329,8 +338,18 @@ func Via[K, V, K2, V2 any](s Stream[K, V], kind string, newProcessor func(next P
 type NodeOption func(*nodeOptions)
 
 type nodeOptions struct {
-	stores []StoreSpec
-	timers []string // timer stores (see WithTimers)
+	stores      []StoreSpec
+	timers      []string // timer stores (see WithTimers)
+	keepsKey    bool
+	copartition bool
+	keySerdes   []any
+}
+
+// apply sets what the options say about the node itself.
+func (o *nodeOptions) apply(n *node) {
+	n.keepsKey = o.keepsKey
+	n.copartition = o.copartition
+	n.keySerdes = o.keySerdes
 }
 
 // WithStores declares the stores a node's processor uses through
@@ -350,6 +369,7 @@ func ViaN[K, V, K2, V2 any](s Stream[K, V], kind string, n int, newProcessor fun
 	for _, opt := range opts {
 		opt(&o)
 	}
+	o.apply(op)
 	for _, spec := range o.stores {
 		j.addStore(spec, op)
 	}
@@ -363,6 +383,7 @@ func ViaN[K, V, K2, V2 any](s Stream[K, V], kind string, n int, newProcessor fun
 		if n > 1 {
 			// Each branch is a node of its own, so it can be described.
 			outs[i].p.node = j.addNode(fmt.Sprintf("%s-out%d", kind, i), op)
+			outs[i].p.node.keepsKey = o.keepsKey
 		}
 	}
 	if !j.checkOpen(kind) {
@@ -404,6 +425,7 @@ func Merge[K, V any](streams ...Stream[K, V]) Stream[K, V] {
 		}
 	}
 	n := j.addNode("merge", parents...)
+	n.keepsKey = true
 	merged := newStream[K, V](j, n)
 	if !j.checkOpen("merge") {
 		return merged

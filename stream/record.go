@@ -49,3 +49,10 @@ type KeyValue[K, V any] struct {
 
 // KV returns a KeyValue.
 func KV[K, V any](k K, v V) KeyValue[K, V] { return KeyValue[K, V]{k, v} }
+
+// TaskHeader is the header naming the task that wrote a record, as
+// "<sub-topology>_<partition>" (see [TaskID]), when the runner stamps
+// outputs (its --task-header flag; runnertest.TaskHeader). It tells which
+// task produced each record of a topic, so that runs over the same input
+// can be compared task by task.
+const TaskHeader = "samsa-task"

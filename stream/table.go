@@ -44,7 +44,7 @@ func (t Table[K, V]) ToStream() Stream[K, V] {
 			return next.Process(ctx, Record[K, V]{Key: r.Key, Value: r.Value.Value, Timestamp: r.Timestamp,
 				Headers: r.Headers, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
 		})
-	})
+	}, KeepsKey())
 }
 
 // Store returns the name of the store holding the table.
@@ -92,6 +92,7 @@ func TableInput[K, V any](j *Job, topic string, key serde.Serde[K], value serde.
 		j.errorf("stream: table %q: nil serde", topic)
 		return t
 	}
+	n.keySerde = key
 	j.addStore(StoreSpec{Name: topic, Changelog: topic}, n)
 	SetStoreFormat(j, topic, key, value)
 	j.addSource(topic, n, func(b *builder) Processor[[]byte, []byte] {

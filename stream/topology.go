@@ -49,6 +49,8 @@ func (j *Job) Build() (*Topology, error) {
 	if len(j.sources) == 0 {
 		errs = append(errs, fmt.Errorf("stream: job %q has no inputs", j.name))
 	}
+	errs = append(errs, j.checkGlobals()...)
+	errs = append(errs, j.checkCopartitioned()...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -117,8 +119,16 @@ func (t *Topology) Name() string { return t.job.name }
 func (t *Topology) Subtopologies() []*Subtopology { return t.subs }
 
 // Inputs returns the job's input topics, sorted; not its internal topics.
+// They include the topics of global tables, which every instance reads in
+// full rather than through the consumer group (see SourceTopics).
 func (t *Topology) Inputs() []string {
-	return slices.DeleteFunc(sortedKeys(t.job.sources), func(s string) bool { return t.job.internal[s] })
+	in := slices.DeleteFunc(sortedKeys(t.job.sources), func(s string) bool { return t.job.internal[s] })
+	if len(t.job.globals) == 0 {
+		return in
+	}
+	in = append(in, t.job.globalTopics()...)
+	slices.Sort(in)
+	return slices.Compact(in)
 }
 
 // Outputs returns the job's output topics, sorted; not its internal
@@ -218,6 +228,7 @@ func (t *Topology) NewInstance(id int) (*Instance, error) {
 func (t *Topology) String() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "job %s\n", t.job.name)
+	sb.WriteString(t.globalSummary())
 	for _, sub := range t.subs {
 		fmt.Fprintf(&sb, "  sub-topology %d: inputs %s; outputs %s\n", sub.ID, strings.Join(sub.Inputs, ", "), strings.Join(sub.Outputs, ", "))
 		for _, n := range sub.nodes {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/samsa-go/samsa/state"
 	"github.com/samsa-go/samsa/stream"
 )
 
@@ -19,6 +20,8 @@ type options struct {
 	dlqPartitions int32
 	limits        map[string]int // largest record per topic; missing: no limit
 	hooks         Hooks
+	globals       *state.GlobalStores // see global.go
+	taskHeader    bool
 }
 
 // WithPolicy sets what the task does with a record that fails: to

@@ -66,6 +66,10 @@ func NewTask(ctx context.Context, topo *stream.Topology, id stream.TaskID, out E
 		stores:      stores,
 		inst:        inst,
 		onDropped:   t.opts.hooks.Dropped,
+		globals:     t.opts.globals,
+	}
+	if t.opts.taskHeader {
+		t.tc.stamp = []byte(id.String())
 	}
 	for _, spec := range sub.Stores {
 		if stores == nil || stores.Store(spec.Name) == nil {
@@ -205,11 +209,19 @@ type taskContext struct {
 	held      []heldRecord
 	drops     []string
 	onDropped func(Dropped)
+
+	globals *state.GlobalStores // the instance's global tables; see global.go
+	stamp   []byte              // the task header's value, if stamping; see global.go
 }
 
 func (c *taskContext) Store(name string) (stream.Store, error) {
 	if c.stores != nil {
 		if s := c.stores.Store(name); s != nil {
+			return s, nil
+		}
+	}
+	if c.globals != nil {
+		if s := c.globals.Store(name); s != nil {
 			return s, nil
 		}
 	}
@@ -230,6 +242,9 @@ func (c *taskContext) Emit(topic string, rec stream.RawRecord) error {
 	}
 	if !rec.Timestamp.IsZero() && rec.Timestamp.UnixMilli() < 0 {
 		return fmt.Errorf("engine: task %s: emit to %q: timestamp %s is before 1970; Kafka timestamps are milliseconds since the Unix epoch", c.id, topic, rec.Timestamp)
+	}
+	if c.stamp != nil {
+		rec.Headers = stampTask(rec.Headers, c.stamp)
 	}
 	if o.maxBytes > 0 {
 		if n := stream.RecordBatchSize(rec.Key, rec.Value, rec.Headers); n > o.maxBytes {

@@ -47,6 +47,7 @@ type Driver struct {
 	scratch    kgo.Record
 	closed     bool
 	policy     driverPolicy // see policy.go
+	joins      driverJoins  // see global.go
 }
 
 // New builds the job and returns a driver for it.
@@ -87,6 +88,7 @@ func New(job *stream.Job, opts ...Option) (*Driver, error) {
 	if err := engine.CheckCopartitioned(topo, d.partitions); err != nil {
 		return nil, fmt.Errorf("runnertest: %w", err)
 	}
+	d.openGlobals()
 	return d, nil
 }
 
@@ -101,6 +103,9 @@ func (d *Driver) Topology() *stream.Topology { return d.topo }
 func (d *Driver) Pipe(topic string, rec stream.RawRecord) error {
 	if d.closed {
 		return errors.New("runnertest: driver closed")
+	}
+	if g, ok := d.topo.GlobalTable(topic); ok {
+		return d.pipeGlobal(g, rec)
 	}
 	sub, ok := d.topo.SubtopologyOf(topic)
 	if !ok {
@@ -183,7 +188,7 @@ func (d *Driver) newTask(id stream.TaskID) (*driverTask, error) {
 	if specs := d.topo.Subtopologies()[id.Subtopology].Stores; len(specs) > 0 {
 		t.stores = state.NewTaskStores(memstore.New(), changelog{d, id.Partition}, specs, 1<<20)
 	}
-	et, err := engine.NewTask(context.Background(), d.topo, id, d, d.partitions, t.stores, d.taskOptions()...)
+	et, err := engine.NewTask(context.Background(), d.topo, id, d, d.partitions, t.stores, append(d.taskOptions(), d.joinOptions()...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -304,6 +309,9 @@ func (d *Driver) Close() error {
 	var errs []error
 	for _, id := range slices.SortedFunc(maps.Keys(d.tasks), compareTaskID) {
 		errs = append(errs, d.tasks[id].Close())
+	}
+	if d.joins.globals != nil {
+		errs = append(errs, d.joins.globals.Close())
 	}
 	return errors.Join(errs...)
 }
