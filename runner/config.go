@@ -198,6 +198,12 @@ func (f *flagSet) Uint64(p *uint64, name string, def uint64, usage string) {
 	f.add(name, usage, false)
 }
 
+// Var adds a flag of any flag.Value, such as a repeatable one.
+func (f *flagSet) Var(v flag.Value, name, usage string) {
+	f.fs.Var(v, name, usage)
+	f.add(name, usage, false)
+}
+
 func (f *flagSet) Int(p *int, name string, def int, usage string) {
 	f.fs.IntVar(p, name, def, usage)
 	f.add(name, usage, false)

@@ -71,6 +71,10 @@ func Command(ctx context.Context, job *stream.Job, args []string, stdout, stderr
 		err = c.describeJob(ctx, args)
 	case "create-topics":
 		err = c.createTopics(ctx, args)
+	case "replay":
+		err = c.replay(ctx, args)
+	case "status":
+		err = c.status(ctx, args)
 	case "help", "-h", "--help":
 		c.help()
 		return 0

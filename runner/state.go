@@ -280,32 +280,69 @@ func (l taskLog) Write(store string, key, value []byte) {
 	l.m.cl.Produce(l.m.stopCtx, kr, pos.promise)
 }
 
-// Offset commit metadata: the changelog offsets a commit corresponds to,
-// "samsa1;store=offset;store=offset", on each input partition of a task.
+// Offset commit metadata, on each input partition of a task: the
+// changelog offset each of the task's stores reflects once the commit
+// succeeds, and when the commit was made:
+//
+//	samsa1;<store>=<offset>;...;@t=<unix milliseconds>
+//
+// Fields beginning with "@" are not stores (a store name cannot hold an
+// "@"). Readers ignore such fields they do not know, so the format can
+// grow without breaking older binaries, which read "@t" as a store no
+// task has. This is the one place that writes and parses it.
 const metaPrefix = "samsa1"
 
+// decodedMeta is decoded commit metadata.
+type decodedMeta struct {
+	offsets map[string]int64 // by store
+	at      time.Time        // when the commit was made; zero if unknown
+}
+
+// encodeMeta returns the metadata of a commit made now with the given
+// changelog offsets.
 func encodeMeta(offsets map[string]int64) string {
+	return decodedMeta{offsets: offsets, at: time.Now()}.String()
+}
+
+func (cm decodedMeta) String() string {
 	var sb strings.Builder
 	sb.WriteString(metaPrefix)
-	for _, s := range slices.Sorted(maps.Keys(offsets)) {
-		fmt.Fprintf(&sb, ";%s=%d", s, offsets[s])
+	for _, s := range slices.Sorted(maps.Keys(cm.offsets)) {
+		fmt.Fprintf(&sb, ";%s=%d", s, cm.offsets[s])
+	}
+	if !cm.at.IsZero() {
+		fmt.Fprintf(&sb, ";@t=%d", cm.at.UnixMilli())
 	}
 	return sb.String()
 }
 
-func decodeMeta(meta string) (map[string]int64, error) {
+// parseMeta decodes commit metadata written by encodeMeta.
+func parseMeta(meta string) (decodedMeta, error) {
 	parts := strings.Split(meta, ";")
 	if parts[0] != metaPrefix {
-		return nil, fmt.Errorf("not samsa commit metadata: %q", meta)
+		return decodedMeta{}, fmt.Errorf("not samsa commit metadata: %q", meta)
 	}
-	out := map[string]int64{}
+	cm := decodedMeta{offsets: map[string]int64{}}
 	for _, p := range parts[1:] {
-		name, off, ok := strings.Cut(p, "=")
-		n, err := strconv.ParseInt(off, 10, 64)
+		name, val, ok := strings.Cut(p, "=")
+		n, err := strconv.ParseInt(val, 10, 64)
 		if !ok || err != nil || n < 0 {
-			return nil, fmt.Errorf("bad changelog offset %q in commit metadata %q", p, meta)
+			return decodedMeta{}, fmt.Errorf("bad field %q in commit metadata %q", p, meta)
 		}
-		out[name] = n
+		switch {
+		case name == "@t":
+			cm.at = time.UnixMilli(n)
+		case strings.HasPrefix(name, "@"):
+			// A field of a newer version.
+		default:
+			cm.offsets[name] = n
+		}
 	}
-	return out, nil
+	return cm, nil
+}
+
+// decodeMeta returns the changelog offsets of commit metadata.
+func decodeMeta(meta string) (map[string]int64, error) {
+	cm, err := parseMeta(meta)
+	return cm.offsets, err
 }
