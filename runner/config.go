@@ -16,6 +16,7 @@ import (
 
 	"github.com/samsa-go/samsa/connectors/embedded"
 	"github.com/samsa-go/samsa/connectors/kafka"
+	"github.com/samsa-go/samsa/stream"
 )
 
 // Config configures a [Runner]. The zero value, after EnsureDefaults, runs
@@ -45,6 +46,13 @@ type Config struct {
 	// UntilEnd makes Run return once the input offsets it owns reach the
 	// end offsets seen when it started, after a final commit.
 	UntilEnd bool
+	// OnDeserializeError and OnProcessError override the job's policies
+	// for input records that fail to deserialize and records whose
+	// processing fails (see stream.ErrorPolicy): stream.PolicyFail,
+	// PolicySkip or PolicyDeadLetter. Default: the job's own, which is
+	// PolicyFail unless it sets one.
+	OnDeserializeError stream.ErrorPolicy
+	OnProcessError     stream.ErrorPolicy
 	// Threads bounds how many tasks process records at once. Default:
 	// GOMAXPROCS.
 	Threads int
@@ -124,6 +132,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.CommitInterval <= 0:
 		return fmt.Errorf("runner: commit interval %s: must be positive", c.CommitInterval)
+	case c.OnDeserializeError != "" && !validPolicy(c.OnDeserializeError):
+		return fmt.Errorf("runner: on-deserialize-error %q: want fail, skip or dlq", c.OnDeserializeError)
+	case c.OnProcessError != "" && !validPolicy(c.OnProcessError):
+		return fmt.Errorf("runner: on-process-error %q: want fail, skip or dlq", c.OnProcessError)
 	case c.Threads < 1:
 		return fmt.Errorf("runner: threads %d: must be at least 1", c.Threads)
 	case c.SessionTimeout <= 0:

@@ -119,6 +119,8 @@ func (c *cli) runFlagSet(cmd string) (*flagSet, *runFlags) {
 	f.String(&rf.cfg.StateDir, "state-dir", filepath.Join(os.TempDir(), "samsa", c.job.Name()), "`dir`ectory for local state and the embedded broker's data")
 	f.Duration(&rf.cfg.CommitInterval, "commit-interval", defaultConfig.CommitInterval, "how often to flush outputs and commit input offsets; a crash re-processes at most about this much input")
 	f.Bool(&rf.cfg.UntilEnd, "until-end", false, "process up to the end offsets seen at start, commit, and exit")
+	f.String((*string)(&rf.cfg.OnDeserializeError), "on-deserialize-error", "", "`policy` for an input record whose key, value or timestamp does not decode: fail (stop at it), skip, or dlq (write it to <job>-dlq); default: the job's, fail unless it sets one")
+	f.String((*string)(&rf.cfg.OnProcessError), "on-process-error", "", "`policy` for a record whose processing returns an error or panics: fail, skip or dlq, as above")
 	f.Int(&rf.cfg.Threads, "threads", defaultConfig.Threads, "how many tasks may process records at once")
 	f.Duration(&rf.cfg.SessionTimeout, "session-timeout", defaultConfig.SessionTimeout, "consumer-group session timeout: how long before a silent instance's tasks move")
 	f.Duration(&rf.cfg.ConnectTimeout, "connect-timeout", defaultConfig.ConnectTimeout, "how long to wait for the brokers at start")

@@ -98,6 +98,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := r.ensureInternalTopics(ctx, adm, partitions); err != nil {
 		return err
 	}
+	bad, err := r.prepareBadRecords(ctx, adm, partitions)
+	if err != nil {
+		return err
+	}
 	// Offset commits name topics by ID on recent brokers.
 	sources, err := adm.ListTopics(ctx, r.topo.SourceTopics()...)
 	if err != nil {
@@ -134,6 +138,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		log:        r.log,
 		partitions: partitions,
 		tasks:      map[stream.TaskID]*task{},
+		bad:        bad,
 	}
 	if r.stateful() {
 		lock, err := lockStateDir(r.cfg.StateDir)
@@ -172,6 +177,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		kgo.OnPartitionsLost(m.lost),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.ProducerBatchMaxBytesFn(bad.batchMaxBytes), // batches the topics accept
 	)
 	// The client joins the group in the background: its rebalance
 	// callbacks, which lock m.mu, may run before NewClient returns, and
@@ -250,6 +256,7 @@ type member struct {
 	log        hclog.Logger
 	partitions map[string]int32 // every topic of the job, internal ones included
 	blockCache *pebble.Cache    // shared by the tasks' Pebble stores
+	bad        *badRecords      // what to do with records that fail; see policy.go
 
 	// For UntilEnd: where each input partition starts and ends.
 	starts, ends kadm.ListedOffsets
@@ -407,7 +414,7 @@ func (m *member) newTask(ctx context.Context, id stream.TaskID) (*task, error) {
 		}
 		t.restoring = true
 	}
-	et, err := engine.NewTask(ctx, m.r.topo, id, m, m.partitions, t.stores)
+	et, err := engine.NewTask(ctx, m.r.topo, id, m, m.partitions, t.stores, m.bad.taskOptions()...)
 	if err == nil {
 		err = et.Init()
 	}
@@ -494,7 +501,7 @@ func (m *member) Emit(topic string, partition int32, rec stream.RawRecord) {
 
 func (m *member) produced(r *kgo.Record, err error) {
 	if err != nil {
-		m.fail(fmt.Errorf("runner: write to %s/%d: %w", r.Topic, r.Partition, err))
+		m.fail(fmt.Errorf("runner: write to %s/%d: %w%s", r.Topic, r.Partition, err, tooLargeHint(r, err)))
 	}
 }
 

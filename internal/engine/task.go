@@ -248,7 +248,7 @@ func (c *taskContext) Emit(topic string, rec stream.RawRecord) error {
 	}
 	if o.maxBytes > 0 {
 		if n := stream.RecordBatchSize(rec.Key, rec.Value, rec.Headers); n > o.maxBytes {
-			return fmt.Errorf("engine: task %s: emit: %w", c.id, &stream.RecordTooLargeError{Topic: topic, Size: n, Max: o.maxBytes})
+			return &stream.RecordTooLargeError{Topic: topic, Size: n, Max: o.maxBytes}
 		}
 	}
 	var p int32
