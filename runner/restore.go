@@ -131,6 +131,9 @@ func (m *member) planRestore(t *task, committed kadm.OffsetResponses, starts, en
 			continue
 		}
 		in.next = kgo.EpochOffset{Epoch: o.LeaderEpoch, Offset: o.At}
+		// The stream time the stores' state reflects: what windows and
+		// stream-time timers go on from.
+		t.SetStreamTime(metaStreamTime(o.Metadata))
 		if meta == nil && o.Metadata != "" {
 			var err error
 			if meta, err = decodeMeta(o.Metadata); err != nil {

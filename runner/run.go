@@ -792,7 +792,7 @@ func (m *member) commitLocked(ctx context.Context) error {
 					offsets[name] = pos.end()
 				}
 			}
-			meta = kmsg.StringPtr(encodeMeta(offsets))
+			meta = kmsg.StringPtr(encodeTaskMeta(offsets, t.StreamTime()))
 		}
 		added := false
 		for _, in := range t.inputs {

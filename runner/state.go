@@ -284,7 +284,10 @@ func (l taskLog) Write(store string, key, value []byte) {
 // changelog offset each of the task's stores reflects once the commit
 // succeeds, and when the commit was made:
 //
-//	samsa1;<store>=<offset>;...;@t=<unix milliseconds>
+//	samsa1;<store>=<offset>;...;@t=<unix milliseconds>;@st=<stream time>
+//
+// where the stream time, in unix milliseconds, is the task's (see
+// stream.Context.StreamTime), restored with its stores.
 //
 // Fields beginning with "@" are not stores (a store name cannot hold an
 // "@"). Readers ignore such fields they do not know, so the format can
@@ -294,14 +297,31 @@ const metaPrefix = "samsa1"
 
 // decodedMeta is decoded commit metadata.
 type decodedMeta struct {
-	offsets map[string]int64 // by store
-	at      time.Time        // when the commit was made; zero if unknown
+	offsets    map[string]int64 // by store
+	at         time.Time        // when the commit was made; zero if unknown
+	streamTime time.Time        // the task's stream time; zero if unknown
 }
 
 // encodeMeta returns the metadata of a commit made now with the given
 // changelog offsets.
 func encodeMeta(offsets map[string]int64) string {
 	return decodedMeta{offsets: offsets, at: time.Now()}.String()
+}
+
+// encodeTaskMeta is encodeMeta with the stream time of the task
+// committing, which it goes on from after a restart.
+func encodeTaskMeta(offsets map[string]int64, streamTime time.Time) string {
+	return decodedMeta{offsets: offsets, at: time.Now(), streamTime: streamTime}.String()
+}
+
+// metaStreamTime returns the stream time recorded in commit metadata, or
+// the zero time.
+func metaStreamTime(meta string) time.Time {
+	cm, err := parseMeta(meta)
+	if err != nil {
+		return time.Time{}
+	}
+	return cm.streamTime
 }
 
 func (cm decodedMeta) String() string {
@@ -312,6 +332,9 @@ func (cm decodedMeta) String() string {
 	}
 	if !cm.at.IsZero() {
 		fmt.Fprintf(&sb, ";@t=%d", cm.at.UnixMilli())
+	}
+	if !cm.streamTime.IsZero() {
+		fmt.Fprintf(&sb, ";@st=%d", cm.streamTime.UnixMilli())
 	}
 	return sb.String()
 }
@@ -326,12 +349,14 @@ func parseMeta(meta string) (decodedMeta, error) {
 	for _, p := range parts[1:] {
 		name, val, ok := strings.Cut(p, "=")
 		n, err := strconv.ParseInt(val, 10, 64)
-		if !ok || err != nil || n < 0 {
+		if !ok || err != nil || n < 0 && name != "@st" {
 			return decodedMeta{}, fmt.Errorf("bad field %q in commit metadata %q", p, meta)
 		}
 		switch {
 		case name == "@t":
 			cm.at = time.UnixMilli(n)
+		case name == "@st":
+			cm.streamTime = time.UnixMilli(n)
 		case strings.HasPrefix(name, "@"):
 			// A field of a newer version.
 		default:
