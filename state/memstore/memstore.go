@@ -21,6 +21,7 @@ func less(a, b item) bool { return bytes.Compare(a.key, b.key) < 0 }
 type Backend struct {
 	stores  map[string]*btree.BTreeG[item]
 	offsets map[string]int64
+	bytes   map[string]int64 // of the keys and values, by store
 	closed  bool
 }
 
@@ -28,7 +29,7 @@ var _ state.Backend = (*Backend)(nil)
 
 // New returns an empty backend.
 func New() *Backend {
-	return &Backend{stores: map[string]*btree.BTreeG[item]{}, offsets: map[string]int64{}}
+	return &Backend{stores: map[string]*btree.BTreeG[item]{}, offsets: map[string]int64{}, bytes: map[string]int64{}}
 }
 
 func (b *Backend) tree(store string) *btree.BTreeG[item] {
@@ -60,10 +61,15 @@ func (b *Backend) Apply(batch *state.Batch) error {
 	for _, op := range batch.Ops {
 		t := b.tree(op.Store)
 		if op.Value == nil {
-			t.Delete(item{key: op.Key})
+			if old, ok := t.Delete(item{key: op.Key}); ok {
+				b.bytes[op.Store] -= int64(len(old.key) + len(old.value))
+			}
 			continue
 		}
-		t.ReplaceOrInsert(item{bytes.Clone(op.Key), bytes.Clone(op.Value)})
+		if old, ok := t.ReplaceOrInsert(item{bytes.Clone(op.Key), bytes.Clone(op.Value)}); ok {
+			b.bytes[op.Store] -= int64(len(old.key) + len(old.value))
+		}
+		b.bytes[op.Store] += int64(len(op.Key) + len(op.Value))
 	}
 	for s, o := range batch.Offsets {
 		b.offsets[s] = o
@@ -89,7 +95,16 @@ func (b *Backend) Wipe(store string) error {
 	}
 	delete(b.stores, store)
 	delete(b.offsets, store)
+	delete(b.bytes, store)
 	return nil
+}
+
+// ApproxBytes returns the bytes of store's keys and values.
+func (b *Backend) ApproxBytes(store string) (int64, error) {
+	if b.closed {
+		return 0, state.ErrClosed
+	}
+	return b.bytes[store], nil
 }
 
 // Close implements state.Backend.
