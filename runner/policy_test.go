@@ -271,3 +271,37 @@ func TestPolicyFlags(t *testing.T) {
 		checkMessage(t, "stderr", errors.New(strings.TrimSuffix(stderr, "\n")), tc.want...)
 	}
 }
+
+// A record with a null key in a table's topic is no row: the running
+// table drops it, and so does a restore of the table from the topic.
+func TestTableNullKeyRestore(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t, kfake.SeedTopics(1, "users", "probe", "joined"))
+	job := func() *stream.Job {
+		job := stream.NewJob("nullkeys")
+		users := stream.TableInput(job, "users", serde.String, serde.String)
+		probe := stream.Input(job, "probe", serde.String, serde.String)
+		stream.Output(operators.JoinTable(probe, users, func(_, _, name string) string { return name }), "joined", serde.String, serde.String)
+		return job
+	}
+	b.produce(&kgo.Record{Topic: "users", Key: nil, Value: []byte("nobody")}, &kgo.Record{Topic: "users", Key: []byte("ann"), Value: []byte("Ann")})
+	b.produce(&kgo.Record{Topic: "probe", Key: []byte(""), Value: []byte("?")}, &kgo.Record{Topic: "probe", Key: []byte("ann"), Value: []byte("?")})
+	cfg := b.config()
+	cfg.StateDir = t.TempDir()
+	if err := runToEnd(t, job(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	// A new instance restores the table from the topic, then probes again.
+	b.produce(&kgo.Record{Topic: "probe", Key: []byte(""), Value: []byte("?")}, &kgo.Record{Topic: "probe", Key: []byte("ann"), Value: []byte("?")})
+	cfg.StateDir = t.TempDir()
+	if err := runToEnd(t, job(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range b.readAll("joined") {
+		got = append(got, fmt.Sprintf("%q=%s", r.Key, r.Value))
+	}
+	if fmt.Sprint(got) != `["ann"=Ann "ann"=Ann]` {
+		t.Errorf("joined %v: the null-keyed user became the empty key", got)
+	}
+}

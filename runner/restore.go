@@ -274,7 +274,10 @@ func (m *member) restoreAll(ctx context.Context, jobs []*restoreJob) error {
 				left--
 				return
 			}
-			if !r.Attrs.IsControl() {
+			// A record with a null key is no row of a table read from a
+			// topic (stream.TableInput drops it too); samsa's own
+			// changelogs never hold one.
+			if !r.Attrs.IsControl() && r.Key != nil {
 				if r.Value == nil {
 					j.b.Delete(j.store, r.Key)
 				} else {
