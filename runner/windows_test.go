@@ -1,0 +1,123 @@
+package runner_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/samsa-go/samsa/operators"
+	"github.com/samsa-go/samsa/runner/runnertest"
+	"github.com/samsa-go/samsa/stream"
+	"github.com/samsa-go/samsa/stream/serde"
+)
+
+// winJob counts the records of each key of "in" per 10ms tumbling window,
+// grace 5ms, final results only, and writes them to "out".
+func winJob() *stream.Job {
+	job := stream.NewJob("winjob")
+	in := stream.Input(job, "in", serde.String, serde.String)
+	counts := operators.WindowedCount(operators.GroupByKey(in, serde.String, serde.String), "counts",
+		operators.Tumbling(10*time.Millisecond).WithGrace(5*time.Millisecond).EmitFinal())
+	stream.Output(counts.ToStream(), "out", stream.WindowedSerde(serde.String), serde.Int64)
+	return job
+}
+
+// winRecords returns n records with keys k0..k9, timestamps advancing
+// from at with some disorder, and every 25th record far behind: late.
+func winRecords(rng *rand.Rand, at int64, n int) ([]*kgo.Record, int64) {
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		ts := at + int64(rng.IntN(12)) - 6 // up to 6ms out of order
+		if i%25 == 0 {
+			ts = at - 40 // closed for any grace of 5ms
+		}
+		at += int64(rng.IntN(3))
+		recs[i] = &kgo.Record{Topic: "in", Key: fmt.Appendf(nil, "k%d", rng.IntN(10)), Value: []byte("v"), Timestamp: time.UnixMilli(ts)}
+	}
+	return recs, at
+}
+
+// Windowed counts through the runner, stopped and restarted twice (once on
+// an empty state directory: a new instance restoring everything, once on
+// the first run's directory, restoring its tail), equal those of the
+// in-process driver over the same log without restarts: the same final
+// results, in the same order per partition, each once. Each phase begins
+// with late records, which only a restored stream time recognises.
+func TestWindowsExactAcrossRestarts(t *testing.T) {
+	t.Parallel()
+	e := stSetup(t, "in", "out")
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("random seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 8))
+	first := t.TempDir()
+	var all []*kgo.Record
+	at := int64(1_700_000_000_000)
+	for phase, dir := range []string{first, t.TempDir(), first} {
+		var recs []*kgo.Record
+		recs, at = winRecords(rng, at, 600)
+		ctx, cancel := context.WithTimeout(context.Background(), stWait)
+		if err := e.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatalf("produce: %v", err)
+		}
+		cancel()
+		all = append(all, recs...)
+		log := stNewLog(t)
+		stRunToEnd(t, winJob(), e.config(dir, log.logger(fmt.Sprintf("phase %d", phase))))
+	}
+
+	// The same log, in-process, in one go.
+	d, err := runnertest.New(winJob(), runnertest.Partitions("in", stPartitions), runnertest.Partitions("out", stPartitions))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, r := range all {
+		rec := stream.RawRecord{Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Partition: r.Partition}
+		if err := d.Pipe("in", rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if late := d.Dropped()["late"]; late < 3*600/25 {
+		t.Errorf("the driver dropped %d late records, want at least %d", late, 3*600/25)
+	}
+	// An output partition holds the results of several tasks, interleaved
+	// as the tasks ran; each task's own results come in a defined order.
+	// With no repartition, the task of a result is the input partition of
+	// its key.
+	byTask := func(recs []stream.RawRecord) map[string][]string {
+		out := map[string][]string{}
+		for _, r := range recs {
+			wk, err := stream.WindowedSerde(serde.String).Decode(r.Key)
+			if err != nil {
+				t.Fatalf("result key %x: %v", r.Key, err)
+			}
+			task := fmt.Sprintf("out %d, task 0_%d", r.Partition, d.PartitionFor("in", []byte(wk.Key)))
+			out[task] = append(out[task], fmt.Sprintf("%s [%d,%d) %x @%d", wk.Key, wk.Window.Start.UnixMilli(), wk.Window.End.UnixMilli(),
+				r.Value, r.Timestamp.UnixMilli()))
+		}
+		return out
+	}
+	var got, want []stream.RawRecord
+	for _, r := range e.readAll("out") {
+		got = append(got, stream.RawRecord{Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Partition: r.Partition})
+	}
+	for p := range int32(stPartitions) {
+		want = append(want, d.Records("out", p)...)
+	}
+	if len(got) != len(want) {
+		t.Errorf("the runner wrote %d results, the driver %d", len(got), len(want))
+	}
+	gotBy, wantBy := byTask(got), byTask(want)
+	for _, task := range slices.Sorted(maps.Keys(wantBy)) {
+		if g, w := gotBy[task], wantBy[task]; !slices.Equal(g, w) {
+			t.Errorf("%s:\nrunner %q\ndriver %q", task, g, w)
+		}
+	}
+	t.Logf("%d records, %d window results, %d late", len(all), len(want), d.Dropped()["late"])
+}
