@@ -46,6 +46,7 @@ type harness struct {
 	// counts, how many distinct keys.
 	wantOut  int64
 	wantKeys int
+	wantSum  int64 // for windowed counts, what the counts add up to
 }
 
 // run is the command: it starts the broker (or joins the one given),
@@ -187,8 +188,15 @@ func (h *harness) seed(ctx context.Context) error {
 	}
 	brokerBefore, brokerKnown := h.broker.cpu()
 	start := time.Now()
+	if h.work.windowed {
+		h.wantOut, h.wantSum = windowedExpect(h.cfg.records, keys, h.input, h.cfg.partitions)
+	}
 	for i := range h.cfg.records {
-		cl.Produce(ctx, &kgo.Record{Key: keys[i%len(keys)], Value: values[i%len(values)]}, promise)
+		r := &kgo.Record{Key: keys[i%len(keys)], Value: values[i%len(values)]}
+		if h.work.windowed {
+			r.Timestamp = windowedTimestamp(i, h.cfg.records)
+		}
+		cl.Produce(ctx, r, promise)
 	}
 	if err := cl.Flush(ctx); err != nil {
 		return fmt.Errorf("seed: flush: %w", err)
@@ -375,6 +383,10 @@ func (h *harness) verify(ctx context.Context, spec childSpec) error {
 			problems = append(problems, fmt.Sprintf("%s holds %d records, want %d", spec.Output, total, h.wantOut))
 		} else if workloads[spec.Workload].counts {
 			if err := h.checkCounts(ctx, spec.Output, total); err != nil {
+				problems = append(problems, err.Error())
+			}
+		} else if workloads[spec.Workload].windowed {
+			if err := h.checkWindowed(ctx, spec.Output, total); err != nil {
 				problems = append(problems, err.Error())
 			}
 		}

@@ -121,7 +121,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	)
 	fs := flag.NewFlagSet("pipeline", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.workload, "workload", "map", "what to compare: map, count, wordcount or restore")
+	fs.StringVar(&cfg.workload, "workload", "map", "what to compare: map, count, wordcount, windowed or restore")
 	fs.IntVar(&cfg.records, "records", 1_000_000, "records to seed the input with")
 	fs.IntVar(&cfg.valueSize, "value-size", 100, "bytes of each record's value")
 	fs.IntVar(&cfg.keys, "keys", 10_000, "distinct keys")
@@ -160,7 +160,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	work, ok := workloads[cfg.workload]
 	if !ok {
-		return config{}, fmt.Errorf("flag --workload: unknown workload %q (want map, count, wordcount or restore)", cfg.workload)
+		return config{}, fmt.Errorf("flag --workload: unknown workload %q (want map, count, wordcount, windowed or restore)", cfg.workload)
 	}
 	for _, v := range cfg.variants {
 		if _, ok := work.variants[v]; !ok {

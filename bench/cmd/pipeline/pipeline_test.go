@@ -63,7 +63,8 @@ func TestRun(t *testing.T) {
 
 // TestRunStateful runs the stateful workloads once each on a small input
 // against an in-process broker. The harness checks the committed offsets,
-// the output's running counts and the records restored.
+// the output's running counts, the window counts and the records
+// restored.
 func TestRunStateful(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a broker and child processes")
@@ -73,7 +74,7 @@ func TestRunStateful(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	for _, workload := range []string{"count", "wordcount", "restore"} {
+	for _, workload := range []string{"count", "wordcount", "windowed", "restore"} {
 		t.Run(workload, func(t *testing.T) {
 			cfg, err := parseFlags([]string{
 				"--brokers", b.Addr(), "--workload", workload,

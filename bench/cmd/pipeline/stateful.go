@@ -32,6 +32,10 @@ type workload struct {
 	// restore says that the harness first runs the samsa count job once,
 	// and the variants then read that job's changelog.
 	restore bool
+	// windowed gives the input event times (see windowed.go) and checks
+	// that each output record is a window's count, adding up to the
+	// records of the closed windows.
+	windowed bool
 }
 
 // workloads are the workloads by name (--workload).
@@ -51,6 +55,12 @@ var workloads = map[string]workload{
 	"wordcount": {lines: true, counts: true, variants: map[string]variant{
 		"baseline": {run: runBaselineWordCount, writes: true},
 		"samsa":    {run: runSamsaWordCount, writes: true},
+	}},
+	// Count the records of each key per one-second window of event time,
+	// emitting each window's count once, when it closes.
+	"windowed": {windowed: true, variants: map[string]variant{
+		"baseline": {run: runBaselineWindowed, writes: true},
+		"samsa":    {run: runSamsaWindowed, writes: true},
 	}},
 	// Read the count job's changelog: a plain consumer of the whole topic
 	// against samsa restoring its store from it.
