@@ -16,6 +16,32 @@
 // may keep per-task state, forward any number of records, or fail with an
 // error that stops the task at the record that caused it.
 //
+// # Windows
+//
+// [WindowedAggregate], [WindowedReduce] and [WindowedCount] aggregate a
+// [Grouped] stream per key and per fixed-size window of event time
+// ([Tumbling], [Hopping]); [SessionAggregate], [SessionReduce] and
+// [SessionCount] per session ([Sessions]). Their result is a table keyed
+// by [stream.Windowed] keys. Windows follow the task's stream time (see
+// package stream): a window closes once stream time passes its end plus
+// its grace period; a record that arrives for closed windows only is late,
+// dropped, and counted (stream.Context.Dropped, reason "late"); a window
+// is purged from its store and, with a tombstone, from the store's
+// changelog once stream time passes its retention. Results are forwarded
+// on every update, or with EmitFinal once per window, when it closes.
+// Because stream time is a function of the input log, so are the results:
+// a replay gives the same ones, in the same order per task. Windows that
+// close together are emitted in order of start, then key.
+//
+// The window stores' layouts are those of package state/window: start
+// first for fixed-size windows, indexed by key and by end for sessions.
+//
+// # Deduplication
+//
+// [Dedupe] and [DedupeBy] drop records whose key, or an ID taken from
+// them, passed within a span of event time, remembering IDs in a store
+// until stream time moves past their span.
+//
 // # Errors and panics
 //
 // The functions given to the stateless operators do not return errors:

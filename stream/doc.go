@@ -39,4 +39,27 @@
 // outputs. Emitted records are partitioned by key (Kafka's murmur2), and
 // records without a key go to the emitting task's own partition, never to
 // a random one.
+//
+// # Time
+//
+// A record's time is its Kafka timestamp, or, for an input declared with
+// [EventTime], a time taken from its content. Each task keeps its stream
+// time: the largest record time it has processed ([Context.StreamTime]).
+// It is the task's only clock: windows close and stream-time timers
+// ([StreamTimeTimer]) fire as it passes them, after the record that moved
+// it, so they happen at the same point of the input on every run. The
+// runner commits it with the task's offsets and restores it with its
+// stores. Processors that act as stream time passes implement
+// [StreamTimeHandler]; a task or processor that sets timers declares a
+// timer store ([TaskSpec.Timers], [WithTimers]) and implements
+// [TimerHandler]. Wall-clock timers ([WallClockTimer]) exist for work tied
+// to real time; they are not deterministic.
+//
+// A task with several input partitions (a join, or a repartition topic
+// written by several upstream tasks) takes the record with the lowest
+// Kafka timestamp next among those it has fetched; which records it has
+// fetched depends on timing, so where their times interleave, the order
+// it sees them in, and so its stream time at each record, can differ
+// between runs. Windows stay exact as long as a record is never later than
+// the grace period behind the other partitions.
 package stream
