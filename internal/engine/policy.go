@@ -156,7 +156,7 @@ func (t *Task) deadLetter(rec stream.RawRecord, kind string, perr *stream.Proces
 	}
 	dl := stream.RawRecord{Key: rec.Key, Value: rec.Value, Timestamp: rec.Timestamp, Headers: headers}
 	if dl.Timestamp.UnixMilli() < 0 {
-		dl.Timestamp = t.tc.streamTime // a record dead-lettered for its timestamp
+		dl.Timestamp = t.inst.StreamTime() // a record dead-lettered for its timestamp
 	}
 	if max := t.opts.limits[t.opts.dlqTopic]; max > 0 {
 		if n := stream.RecordBatchSize(dl.Key, dl.Value, dl.Headers); n > max {

@@ -126,9 +126,6 @@ func (t *Task) Process(rec stream.RawRecord) error {
 		return t.handle(rec, &stream.DeserializeError{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset,
 			Field: "timestamp", Err: fmt.Errorf("timestamp %d ms is negative (-1: the producer set none)", ms)})
 	}
-	if rec.Timestamp.After(t.tc.streamTime) {
-		t.tc.streamTime = rec.Timestamp
-	}
 	if err := t.process(rec); err != nil {
 		t.tc.discard()
 		return t.handle(rec, err)
@@ -139,9 +136,7 @@ func (t *Task) Process(rec stream.RawRecord) error {
 
 func (t *Task) process(rec stream.RawRecord) (err error) {
 	t.tc.begin()
-	t.tc.currentTS = rec.Timestamp
 	defer func() {
-		t.tc.currentTS = time.Time{}
 		if r := recover(); r != nil {
 			err = &stream.PanicError{Value: r, Stack: debug.Stack()}
 		}
@@ -198,8 +193,6 @@ type taskContext struct {
 	outputs     map[string]*output // by declared output topic
 	partitioner kgo.TopicPartitioner
 	scratch     kgo.Record // the key to partition, without an allocation per record
-	streamTime  time.Time
-	currentTS   time.Time // the timestamp of the input record being processed
 	stores      *state.TaskStores
 	inst        *stream.Instance // keeps the task's stream time and event time
 
