@@ -86,32 +86,42 @@ func TestWindowsExactAcrossRestarts(t *testing.T) {
 	if late := d.Dropped()["late"]; late < 3*600/25 {
 		t.Errorf("the driver dropped %d late records, want at least %d", late, 3*600/25)
 	}
-	// An output partition holds the results of several tasks, interleaved
-	// as the tasks ran; each task's own results come in a defined order.
-	// With no repartition, the task of a result is the input partition of
-	// its key.
+	n := compareByTask(t, e, d, "out", func(key []byte) string {
+		wk, err := stream.WindowedSerde(serde.String).Decode(key)
+		if err != nil {
+			t.Fatalf("result key %x: %v", key, err)
+		}
+		return wk.Key
+	})
+	t.Logf("%d records, %d window results, %d late", len(all), n, d.Dropped()["late"])
+}
+
+// compareByTask checks that the runner wrote to topic what the driver d
+// did, task by task: an output partition holds the records of several
+// tasks, interleaved as the tasks ran, but each task's own records come in
+// a defined order. With no repartition, the task of a record is the input
+// partition of its key, which inner returns. It returns the records
+// compared.
+func compareByTask(t *testing.T, e *stEnv, d *runnertest.Driver, topic string, inner func(key []byte) string) int {
+	t.Helper()
 	byTask := func(recs []stream.RawRecord) map[string][]string {
 		out := map[string][]string{}
 		for _, r := range recs {
-			wk, err := stream.WindowedSerde(serde.String).Decode(r.Key)
-			if err != nil {
-				t.Fatalf("result key %x: %v", r.Key, err)
-			}
-			task := fmt.Sprintf("out %d, task 0_%d", r.Partition, d.PartitionFor("in", []byte(wk.Key)))
-			out[task] = append(out[task], fmt.Sprintf("%s [%d,%d) %x @%d", wk.Key, wk.Window.Start.UnixMilli(), wk.Window.End.UnixMilli(),
-				r.Value, r.Timestamp.UnixMilli()))
+			k := inner(r.Key)
+			task := fmt.Sprintf("%s %d, task 0_%d", topic, r.Partition, d.PartitionFor("in", []byte(k)))
+			out[task] = append(out[task], fmt.Sprintf("%x=%x@%d", r.Key, r.Value, r.Timestamp.UnixMilli()))
 		}
 		return out
 	}
 	var got, want []stream.RawRecord
-	for _, r := range e.readAll("out") {
+	for _, r := range e.readAll(topic) {
 		got = append(got, stream.RawRecord{Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Partition: r.Partition})
 	}
 	for p := range int32(stPartitions) {
-		want = append(want, d.Records("out", p)...)
+		want = append(want, d.Records(topic, p)...)
 	}
 	if len(got) != len(want) {
-		t.Errorf("the runner wrote %d results, the driver %d", len(got), len(want))
+		t.Errorf("the runner wrote %d records to %s, the driver %d", len(got), topic, len(want))
 	}
 	gotBy, wantBy := byTask(got), byTask(want)
 	for _, task := range slices.Sorted(maps.Keys(wantBy)) {
@@ -119,5 +129,5 @@ func TestWindowsExactAcrossRestarts(t *testing.T) {
 			t.Errorf("%s:\nrunner %q\ndriver %q", task, g, w)
 		}
 	}
-	t.Logf("%d records, %d window results, %d late", len(all), len(want), d.Dropped()["late"])
+	return len(want)
 }
