@@ -60,9 +60,21 @@
 //
 // # Errors
 //
-// A task that fails (a record that does not deserialize, a processor that
-// returns an error or panics) stops the instance: outputs of the records
-// before it are flushed and their offsets committed, and Run returns an
-// error naming the topic, partition and offset of the failing record, so a
-// restart begins exactly there.
+// A record that fails (its key, value or timestamp does not decode, or a
+// processor returns an error or panics) is handled by the job's policy for
+// its kind, stream.ErrorPolicy, which Config.OnDeserializeError and
+// Config.OnProcessError (--on-deserialize-error, --on-process-error)
+// override. Under the default, fail, the task stops the instance: outputs
+// of the records before it are flushed and their offsets committed, and
+// Run returns an error naming the topic, partition and offset of the
+// failing record, so a restart begins exactly there. Under skip the record
+// is dropped; under dlq it is written to the dead-letter topic
+// "<job>-dlq", which Run creates, with headers naming the error and the
+// record's coordinates. Either way the record's own effects (store writes,
+// emitted records) are undone first. Bad records are counted in
+// samsa_bad_records_total and logged at most every 30 seconds per kind.
+//
+// At start Run reads the max.message.bytes of every topic the job writes:
+// a record too large for its topic fails the record that emitted it, and
+// the producer's batches stay within each topic's limit.
 package runner

@@ -96,10 +96,12 @@ func New(job *stream.Job, opts ...Option) (*Driver, error) {
 func (d *Driver) Topology() *stream.Topology { return d.topo }
 
 // Pipe appends rec to partition rec.Partition of an input topic and
-// processes it, returning the task's error if it fails. Pipe assigns the
-// record's Offset; a zero Timestamp takes the driver's clock (see
-// [Driver.SetTime]). Use [Driver.PartitionFor] to partition by key as a
-// producer would.
+// processes it. If it fails, the job's error policy applies as in the
+// runner (see [OnDeserializeError], [OnProcessError]): under fail Pipe
+// returns the task's error; records skipped or dead-lettered are listed
+// by [Driver.BadRecords]. Pipe assigns the record's Offset; a zero
+// Timestamp takes the driver's clock (see [Driver.SetTime]). Use
+// [Driver.PartitionFor] to partition by key as a producer would.
 func (d *Driver) Pipe(topic string, rec stream.RawRecord) error {
 	if d.closed {
 		return errors.New("runnertest: driver closed")
