@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -105,7 +106,9 @@ func BenchmarkTask(b *testing.B) {
 				b.Fatal(err)
 			}
 			keys, values := Keys(benchKeys), Values(benchValues, benchValueSize)
-			rec := stream.RawRecord{Topic: inTopic}
+			// A Kafka record always has a timestamp; a zero time is
+			// negative in Kafka's milliseconds, which the task refuses.
+			rec := stream.RawRecord{Topic: inTopic, Timestamp: time.UnixMilli(1_700_000_000_000)}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
