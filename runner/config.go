@@ -53,6 +53,13 @@ type Config struct {
 	// PolicyFail unless it sets one.
 	OnDeserializeError stream.ErrorPolicy
 	OnProcessError     stream.ErrorPolicy
+	// OnDropped overrides the job's policy for input records operators
+	// drop on purpose, such as records too late for their window (see
+	// stream.Job.OnDropped): stream.PolicySkip, which counts and logs
+	// them, or PolicyDeadLetter, which also writes them to the
+	// dead-letter topic. Default: the job's own, PolicySkip unless it sets
+	// one.
+	OnDropped stream.ErrorPolicy
 	// Threads bounds how many tasks process records at once. Default:
 	// GOMAXPROCS.
 	Threads int
@@ -136,6 +143,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("runner: on-deserialize-error %q: want fail, skip or dlq", c.OnDeserializeError)
 	case c.OnProcessError != "" && !validPolicy(c.OnProcessError):
 		return fmt.Errorf("runner: on-process-error %q: want fail, skip or dlq", c.OnProcessError)
+	case c.OnDropped != "" && c.OnDropped != stream.PolicySkip && c.OnDropped != stream.PolicyDeadLetter:
+		return fmt.Errorf("runner: on-dropped %q: want skip or dlq", c.OnDropped)
 	case c.Threads < 1:
 		return fmt.Errorf("runner: threads %d: must be at least 1", c.Threads)
 	case c.SessionTimeout <= 0:

@@ -73,6 +73,9 @@
 // record's coordinates. Either way the record's own effects (store writes,
 // emitted records) are undone first. Bad records are counted in
 // samsa_bad_records_total and logged at most every 30 seconds per kind.
+// Records operators drop on purpose (stream.Context.Dropped: late for
+// their window, a null key) are counted in samsa_dropped_records_total by
+// reason; Config.OnDropped (--on-dropped=dlq) also dead-letters them.
 //
 // At start Run reads the max.message.bytes of every topic the job writes:
 // a record too large for its topic fails the record that emitted it, and

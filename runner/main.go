@@ -121,6 +121,7 @@ func (c *cli) runFlagSet(cmd string) (*flagSet, *runFlags) {
 	f.Bool(&rf.cfg.UntilEnd, "until-end", false, "process up to the end offsets seen at start, commit, and exit")
 	f.String((*string)(&rf.cfg.OnDeserializeError), "on-deserialize-error", "", "`policy` for an input record whose key, value or timestamp does not decode: fail (stop at it), skip, or dlq (write it to <job>-dlq); default: the job's, fail unless it sets one")
 	f.String((*string)(&rf.cfg.OnProcessError), "on-process-error", "", "`policy` for a record whose processing returns an error or panics: fail, skip or dlq, as above")
+	f.String((*string)(&rf.cfg.OnDropped), "on-dropped", "", "`policy` for an input record an operator drops on purpose, such as one too late for its window: skip (count and log it) or dlq (also write it to <job>-dlq); default: the job's, skip unless it sets one")
 	f.Int(&rf.cfg.Threads, "threads", defaultConfig.Threads, "how many tasks may process records at once")
 	f.Duration(&rf.cfg.SessionTimeout, "session-timeout", defaultConfig.SessionTimeout, "consumer-group session timeout: how long before a silent instance's tasks move")
 	f.Duration(&rf.cfg.ConnectTimeout, "connect-timeout", defaultConfig.ConnectTimeout, "how long to wait for the brokers at start")

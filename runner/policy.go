@@ -46,6 +46,7 @@ type badRecords struct {
 	log           hclog.Logger
 	onDeserialize stream.ErrorPolicy
 	onProcess     stream.ErrorPolicy
+	onDropped     stream.ErrorPolicy
 	dlqTopic      string // "" unless a policy is PolicyDeadLetter
 	dlqPartitions int32
 	limits        map[string]int // largest record batch per topic we write; read-only
@@ -64,6 +65,7 @@ func (r *Runner) prepareBadRecords(ctx context.Context, adm *kadm.Client, partit
 		log:           r.log,
 		onDeserialize: orPolicy(r.cfg.OnDeserializeError, r.topo.OnDeserializeError()),
 		onProcess:     orPolicy(r.cfg.OnProcessError, r.topo.OnProcessError()),
+		onDropped:     orPolicy(r.cfg.OnDropped, r.topo.OnDropped()),
 		limits:        map[string]int{},
 		counted: registerCounter(r.metrics.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "samsa_bad_records_total", ConstLabels: prometheus.Labels{"job": r.topo.Name()},
@@ -86,7 +88,7 @@ func (r *Runner) prepareBadRecords(ctx context.Context, adm *kadm.Client, partit
 	for _, t := range written {
 		b.limits[t] = limits[t]
 	}
-	if b.onDeserialize == stream.PolicyDeadLetter || b.onProcess == stream.PolicyDeadLetter {
+	if b.onDeserialize == stream.PolicyDeadLetter || b.onProcess == stream.PolicyDeadLetter || b.onDropped == stream.PolicyDeadLetter {
 		var inputMax int
 		for _, t := range r.topo.Inputs() {
 			inputMax = max(inputMax, limits[t])
@@ -218,6 +220,7 @@ func (b *badRecords) batchMaxBytes(topic string) int32 {
 func (b *badRecords) taskOptions() []engine.Option {
 	return []engine.Option{
 		engine.WithPolicy(b.onDeserialize, b.onProcess, b.dlqTopic, b.dlqPartitions),
+		engine.WithDroppedPolicy(b.onDropped),
 		engine.WithRecordLimits(b.limits),
 		engine.WithHooks(engine.Hooks{BadRecord: b.badRecord, Dropped: b.droppedRecord}),
 	}

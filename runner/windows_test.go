@@ -131,3 +131,38 @@ func compareByTask(t *testing.T, e *stEnv, d *runnertest.Driver, topic string, i
 	}
 	return len(want)
 }
+
+// With Config.OnDropped = dlq the runner creates the dead-letter topic and
+// writes each late record there, with its reason.
+func TestLateRecordsDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := stSetup(t, "in", "out")
+	recs := []*kgo.Record{
+		{Topic: "in", Key: []byte("k"), Value: []byte("a"), Timestamp: time.UnixMilli(1_000)},
+		{Topic: "in", Key: []byte("k"), Value: []byte("b"), Timestamp: time.UnixMilli(1_100)},
+		{Topic: "in", Key: []byte("k"), Value: []byte("late"), Timestamp: time.UnixMilli(1_001)},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stWait)
+	defer cancel()
+	if err := e.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	cfg := e.config(t.TempDir(), stNewLog(t).logger("run"))
+	cfg.OnDropped = stream.PolicyDeadLetter
+	stRunToEnd(t, winJob(), cfg)
+	dlq := e.readAll("winjob-dlq")
+	if len(dlq) != 1 || string(dlq[0].Value) != "late" {
+		t.Fatalf("dead letters: %d records, want the late one", len(dlq))
+	}
+	var headers []stream.Header
+	for _, h := range dlq[0].Headers {
+		headers = append(headers, stream.Header{Key: h.Key, Value: h.Value})
+	}
+	dl, err := stream.ParseDeadLetter(headers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl.Kind != stream.KindDropped || dl.Error != "dropped by an operator: late" || dl.Offset != recs[2].Offset {
+		t.Errorf("dead letter: %+v", dl)
+	}
+}

@@ -77,6 +77,7 @@ func (j *Job) OnProcessError(p ErrorPolicy) {
 // errorPolicies are a job's default error policies; empty means fail.
 type errorPolicies struct {
 	deserialize, process ErrorPolicy
+	dropped              ErrorPolicy // see dropped.go
 }
 
 // OnDeserializeError returns the job's policy for records that do not
@@ -162,7 +163,7 @@ func RecordBatchSize(key, value []byte, headers []Header) int {
 const (
 	// HeaderDLQError is the error, as text (at most 4 KiB).
 	HeaderDLQError = "samsa.dlq.error"
-	// HeaderDLQKind is "deserialize" or "process".
+	// HeaderDLQKind is "deserialize", "process" or "dropped".
 	HeaderDLQKind = "samsa.dlq.kind"
 	// HeaderDLQTopic, HeaderDLQPartition and HeaderDLQOffset locate the
 	// input record (partition and offset in decimal).
@@ -183,13 +184,14 @@ const (
 const (
 	KindDeserialize = "deserialize"
 	KindProcess     = "process"
+	KindDropped     = "dropped" // dropped on purpose by an operator: see Job.OnDropped
 )
 
 // DeadLetter is what a dead-letter record says about the record it
 // carries. [ParseDeadLetter] reads it from the record's headers.
 type DeadLetter struct {
 	Error     string
-	Kind      string // KindDeserialize or KindProcess
+	Kind      string // KindDeserialize, KindProcess or KindDropped
 	Topic     string
 	Partition int32
 	Offset    int64

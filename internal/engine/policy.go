@@ -16,6 +16,7 @@ type Option func(*options)
 type options struct {
 	onDeserialize stream.ErrorPolicy
 	onProcess     stream.ErrorPolicy
+	onDropped     stream.ErrorPolicy // see dropped.go
 	dlqTopic      string
 	dlqPartitions int32
 	limits        map[string]int // largest record per topic; missing: no limit

@@ -130,6 +130,10 @@ func (t *Task) Process(rec stream.RawRecord) error {
 		t.tc.discard()
 		return t.handle(rec, err)
 	}
+	if err := t.deadLetterDropped(rec); err != nil {
+		t.tc.discard()
+		return err
+	}
 	t.tc.release(t)
 	return nil
 }

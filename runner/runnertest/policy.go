@@ -13,6 +13,12 @@ func OnDeserializeError(p stream.ErrorPolicy) Option {
 	return func(d *Driver) { d.policy.deserialize = p }
 }
 
+// OnDropped overrides the job's policy for records operators drop on
+// purpose, as the runner's --on-dropped flag does.
+func OnDropped(p stream.ErrorPolicy) Option {
+	return func(d *Driver) { d.policy.onDropped = p }
+}
+
 // OnProcessError overrides the job's policy for records whose processing
 // fails, as the runner's --on-process-error flag does.
 func OnProcessError(p stream.ErrorPolicy) Option {
@@ -30,6 +36,7 @@ func MaxMessageBytes(topic string, n int) Option {
 // driverPolicy is what the driver does with bad records.
 type driverPolicy struct {
 	deserialize, process stream.ErrorPolicy
+	onDropped            stream.ErrorPolicy
 	limits               map[string]int
 	bad                  []BadRecord
 	dropped              map[string]int
@@ -63,7 +70,10 @@ func (d *Driver) resolvePolicy() {
 	if d.policy.process == "" {
 		d.policy.process = d.topo.OnProcessError()
 	}
-	if d.policy.deserialize == stream.PolicyDeadLetter || d.policy.process == stream.PolicyDeadLetter {
+	if d.policy.onDropped == "" {
+		d.policy.onDropped = d.topo.OnDropped()
+	}
+	if d.policy.deserialize == stream.PolicyDeadLetter || d.policy.process == stream.PolicyDeadLetter || d.policy.onDropped == stream.PolicyDeadLetter {
 		if _, ok := d.partitions[d.topo.DeadLetterTopic()]; !ok {
 			d.partitions[d.topo.DeadLetterTopic()] = engine.DeadLetterPartitions(d.topo, d.partitions)
 		}
@@ -75,6 +85,7 @@ func (d *Driver) taskOptions() []engine.Option {
 	dlq := d.topo.DeadLetterTopic()
 	return []engine.Option{
 		engine.WithPolicy(d.policy.deserialize, d.policy.process, dlq, d.partitions[dlq]),
+		engine.WithDroppedPolicy(d.policy.onDropped),
 		engine.WithRecordLimits(d.policy.limits),
 		engine.WithHooks(engine.Hooks{
 			BadRecord: func(b engine.BadRecord) {

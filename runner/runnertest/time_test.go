@@ -165,8 +165,8 @@ func TestStreamTimeTimers(t *testing.T) {
 	if got := events(d); got != "d idle@100" {
 		t.Fatalf("after an overdue timer: %s", got)
 	}
-	pipe("c", 112, "cancel")       // stream time 112: a fires (110); c is cancelled after it
-	pipe("y", 130)                 // stream time 130: b (115), x (119) fire, in time order
+	pipe("c", 112, "cancel") // stream time 112: c is cancelled, a fires (110)
+	pipe("y", 130)           // stream time 130: b (115), x (119) fire, in time order
 	if got, want := events(d), "d idle@100, a idle@110, b idle@115, x idle@119"; got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
@@ -260,3 +260,57 @@ func TestTimersNeedATimerStore(t *testing.T) {
 type taskFunc func(stream.Context, stream.RawRecord) error
 
 func (f taskFunc) Process(ctx stream.Context, r stream.RawRecord) error { return f(ctx, r) }
+
+// Records an operator drops go to the dead-letter topic under the dlq
+// policy for drops, once each, with the reason; under the default they
+// are only counted.
+func TestDroppedToDeadLetter(t *testing.T) {
+	for _, policy := range []stream.ErrorPolicy{stream.PolicySkip, stream.PolicyDeadLetter} {
+		t.Run(string(policy), func(t *testing.T) {
+			job := stream.NewJob("late")
+			in := stream.Input(job, "in", serde.String, serde.String)
+			counts := operators.WindowedCount(operators.GroupByKey(in, serde.String, serde.String), "counts",
+				operators.Tumbling(10*time.Millisecond))
+			stream.Output(counts.ToStream(), "out", stream.WindowedSerde(serde.String), serde.Int64)
+			d, err := runnertest.New(job, runnertest.OnDropped(policy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			input := runnertest.NewInput(d, "in", serde.String, serde.String)
+			for _, at := range []int64{5, 25, 7} { // 7 is late
+				if err := input.Pipe("k", fmt.Sprint(at), runnertest.At(ms(at))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := d.Dropped()["late"]; n != 1 {
+				t.Errorf("%d drops counted, want 1", n)
+			}
+			dlq := d.AllRecords(job.Name() + "-dlq")
+			if policy == stream.PolicySkip {
+				if len(dlq) != 0 {
+					t.Errorf("skip policy dead-lettered %d records", len(dlq))
+				}
+				return
+			}
+			if len(dlq) != 1 {
+				t.Fatalf("dead letters: %d, want 1", len(dlq))
+			}
+			dl, err := stream.ParseDeadLetter(dlq[0].Headers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(dlq[0].Value) != "7" || dl.Kind != stream.KindDropped || dl.Offset != 2 || !strings.Contains(dl.Error, "late") {
+				t.Errorf("dead letter %q: %+v", dlq[0].Value, dl)
+			}
+		})
+	}
+}
+
+func TestOnDroppedRejectsFail(t *testing.T) {
+	job := stream.NewJob("j")
+	stream.Output(stream.Input(job, "in", serde.String, serde.String), "out", serde.String, serde.String)
+	job.OnDropped(stream.PolicyFail)
+	if _, err := job.Build(); err == nil || !strings.Contains(err.Error(), "OnDropped") {
+		t.Errorf("OnDropped(fail): %v", err)
+	}
+}
