@@ -16,8 +16,9 @@ type Window struct {
 	Start, End time.Time
 }
 
+// String returns the window as an ISO 8601 interval, "start/end", in UTC.
 func (w Window) String() string {
-	return fmt.Sprintf("[%s, %s]", w.Start.UTC().Format(time.RFC3339Nano), w.End.UTC().Format(time.RFC3339Nano))
+	return w.Start.UTC().Format(time.RFC3339Nano) + "/" + w.End.UTC().Format(time.RFC3339Nano)
 }
 
 // Windowed is a key together with a window: the key of a windowed
