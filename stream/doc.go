@@ -62,4 +62,18 @@
 // it sees them in, and so its stream time at each record, can differ
 // between runs. Windows stay exact as long as a record is never later than
 // the grace period behind the other partitions.
+//
+// # Bad records
+//
+// A record whose key, value or timestamp does not decode
+// ([*DeserializeError]), or whose processing returns an error or panics,
+// is handled by the job's [ErrorPolicy] for its kind
+// ([Job.OnDeserializeError], [Job.OnProcessError]): stop the job
+// ([PolicyFail], the default), skip the record ([PolicySkip]), or write it
+// to the job's dead-letter topic ([PolicyDeadLetter]; [ParseDeadLetter]
+// reads what its headers say). Either way the record is atomic: its store
+// writes are undone and what it emitted is not written. An error marked
+// with [Fatal] stops the job whatever the policy. Operators that drop a
+// record on purpose (a null key where a key is needed, a record too late
+// for its window) report it with [Context.Dropped].
 package stream
