@@ -19,15 +19,23 @@ func (t *Task) SetStreamTime(st time.Time) { t.inst.SetStreamTime(st) }
 // FireWallClock fires the task's wall-clock timers that are due at now,
 // between records. The runner passes the wall clock; the test driver its
 // own clock. What they emit and store is part of the next commit. A
-// failing timer stops the task: it has no input record to skip.
+// failing timer stops the task: it has no input record to skip. The timers
+// due are fired as one: if one fails, what the others emitted and stored
+// is undone with its own, so the commit at shutdown holds none of it and
+// they all fire again after the restart.
 func (t *Task) FireWallClock(now time.Time) (err error) {
+	t.cur = coords{} // no input record
+	t.tc.begin()
 	defer func() {
 		if r := recover(); r != nil {
 			err = &stream.PanicError{Value: r, Stack: debug.Stack()}
 		}
 		if err != nil {
+			t.tc.discard()
 			err = fmt.Errorf("engine: task %s: %w", t.id, err)
+			return
 		}
+		t.tc.release(t)
 	}()
 	return t.inst.FireTimers(&t.tc, stream.WallClockTimer, now)
 }

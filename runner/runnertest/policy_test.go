@@ -346,3 +346,73 @@ func TestRecordsTooLarge(t *testing.T) {
 		t.Fatalf("dead letter too large: %v", err)
 	}
 }
+
+// wallTask stores each key's clicks and, at one minute of wall-clock time,
+// marks the key "timed out" in its store and emits that; the timer of key
+// "boom" fails after doing so.
+type wallTask struct {
+	store  stream.Store
+	timers stream.Timers
+}
+
+func (w *wallTask) Init(ctx stream.Context) (err error) {
+	if w.store, err = ctx.Store("seen"); err != nil {
+		return err
+	}
+	w.timers, err = ctx.Timers("wall")
+	return err
+}
+
+func (w *wallTask) Process(ctx stream.Context, rec stream.RawRecord) error {
+	if err := w.store.Put(rec.Key, []byte("seen")); err != nil {
+		return err
+	}
+	return w.timers.Set(stream.WallClockTimer, rec.Key, time.UnixMilli(60_000))
+}
+
+func (w *wallTask) OnTimer(ctx stream.Context, tm stream.Timer) error {
+	if err := w.store.Put(tm.Key, []byte("timed out")); err != nil {
+		return err
+	}
+	if err := ctx.Emit("timeouts", stream.RawRecord{Key: tm.Key, Value: []byte("timed out")}); err != nil {
+		return err
+	}
+	if string(tm.Key) == "boom" {
+		return errors.New("kaput")
+	}
+	return nil
+}
+
+// Wall-clock timers fire between records, as one: if one fails, the task
+// stops and what the round's timers stored and emitted is undone, so the
+// commit at shutdown holds none of it and the timers are still due.
+func TestFailedWallClockTimersLeaveNothing(t *testing.T) {
+	job := stream.NewJob("wall")
+	stream.AddTask(job, stream.TaskSpec{
+		Name: "wall", Inputs: []string{"clicks"}, Outputs: []string{"timeouts"},
+		Stores: []stream.StoreSpec{{Name: "seen"}}, Timers: "wall",
+		New: func() stream.Task { return new(wallTask) },
+	})
+	d, err := runnertest.New(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "boom"} {
+		if err := d.Pipe("clicks", stream.RawRecord{Key: []byte(k), Value: []byte("click"), Timestamp: time.UnixMilli(1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 { // still due after the failure: fails again
+		if err := d.SetTime(time.UnixMilli(60_000)); err == nil || !strings.Contains(err.Error(), "kaput") {
+			t.Fatalf("SetTime: %v, want the timer's error", err)
+		}
+		for _, k := range []string{"a", "boom"} {
+			if v, err := d.Store("seen", 0).Get([]byte(k)); err != nil || string(v) != "seen" {
+				t.Errorf("%s = %q, %v after the failed round; want seen", k, v, err)
+			}
+		}
+		if n := len(d.AllRecords("timeouts")); n != 0 {
+			t.Errorf("%d timeouts written by a failed round", n)
+		}
+	}
+}
