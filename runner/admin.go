@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,17 +26,15 @@ type adminFlags struct {
 	listen         string
 	stateDir       string
 	connectTimeout time.Duration
-	logLevel       string
 }
 
-func (c *cli) adminFlagSet(cmd string, connectTimeout time.Duration) (*flagSet, *adminFlags) {
+func (c *cli) adminFlagSet(cmd string) (*flagSet, *adminFlags) {
 	f := newFlagSet(cmd)
 	a := &adminFlags{}
 	a.brokerFlags.register(f)
 	f.String(&a.listen, "embedded-listen", embedded.DefaultListen, "`host:port` of the job's embedded broker, used when --brokers is empty")
 	f.String(&a.stateDir, "state-dir", filepath.Join(os.TempDir(), "samsa", c.job.Name()), "`dir`ectory of the job's local state and embedded broker data")
-	f.Duration(&a.connectTimeout, "connect-timeout", connectTimeout, "how long to wait for the brokers")
-	f.String(&a.logLevel, "log-level", "warn", "log `level` of the Kafka client: trace, debug, info, warn or error")
+	f.Duration(&a.connectTimeout, "connect-timeout", defaultConfig.ConnectTimeout, "how long to wait for the brokers at start")
 	return f, a
 }
 
@@ -51,17 +50,14 @@ func (c *cli) parseAdmin(f *flagSet, a *adminFlags, args []string) (Config, erro
 	if err := a.brokerFlags.resolve(&cfg); err != nil {
 		return Config{}, usageError{err}
 	}
-	level := hclog.LevelFromString(a.logLevel)
-	if level == hclog.NoLevel {
-		return Config{}, usageError{fmt.Errorf("flag --log-level: %q is not one of trace, debug, info, warn, error", a.logLevel)}
-	}
 	if a.connectTimeout <= 0 {
 		return Config{}, usageError{fmt.Errorf("flag --connect-timeout: %s: must be positive", a.connectTimeout)}
 	}
 	cfg.StateDir = a.stateDir
 	cfg.EmbeddedListen = a.listen
 	cfg.ConnectTimeout = a.connectTimeout
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: c.job.Name(), Level: level, Output: c.stderr})
+	// Warnings and errors only: these commands print what they did.
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: c.job.Name(), Level: hclog.Warn, Output: c.stderr})
 	cfg.EnsureDefaults(c.job.Name())
 	return cfg, nil
 }
@@ -146,4 +142,17 @@ func liveMembers(ctx context.Context, adm *kadm.Client, group string) ([]string,
 		out = append(out, fmt.Sprintf("%s (client %s on %s)", m.MemberID, m.ClientID, strings.TrimPrefix(m.ClientHost, "/")))
 	}
 	return out, nil
+}
+
+// usageExcept writes the help of the flags of f not in seen, and adds
+// them to seen.
+func (f *flagSet) usageExcept(w io.Writer, seen map[string]bool) {
+	rest := &flagSet{fs: f.fs}
+	for _, s := range f.specs {
+		if !seen[s.name] {
+			seen[s.name] = true
+			rest.specs = append(rest.specs, s)
+		}
+	}
+	rest.usage(w)
 }

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
@@ -18,22 +17,31 @@ import (
 	"github.com/samsa-go/samsa/stream"
 )
 
+type describeFlags struct {
+	format  string
+	offline bool
+}
+
+func (c *cli) describeFlagSet() (*flagSet, *adminFlags, *describeFlags) {
+	f, a := c.adminFlagSet("describe")
+	df := &describeFlags{}
+	f.String(&df.format, "format", "text", "describe: output `format`: text, mermaid or dot; status: text or json")
+	f.Bool(&df.offline, "offline", false, "describe: do not ask the brokers for partition counts")
+	return f, a, df
+}
+
 // describeJob is the describe command: the topology as text, Mermaid or
 // Graphviz DOT, with partition counts from the brokers when they can be
 // reached (best effort: without them the description says nothing of
 // partitions).
 func (c *cli) describeJob(ctx context.Context, args []string) error {
-	f, a := c.adminFlagSet("describe", 5*time.Second)
-	var format string
-	var offline bool
-	f.String(&format, "format", "text", "output `format`: text, mermaid or dot")
-	f.Bool(&offline, "offline", false, "do not ask the brokers for partition counts")
+	f, a, df := c.describeFlagSet()
 	cfg, err := c.parseAdmin(f, a, args)
 	if err != nil {
 		return err
 	}
 	var render func(*description, io.Writer)
-	switch format {
+	switch df.format {
 	case "text":
 		render = (*description).text
 	case "mermaid":
@@ -41,14 +49,14 @@ func (c *cli) describeJob(ctx context.Context, args []string) error {
 	case "dot":
 		render = (*description).dot
 	default:
-		return usageError{fmt.Errorf("flag --format: %q is not one of text, mermaid, dot", format)}
+		return usageError{fmt.Errorf("flag --format: %q is not one of text, mermaid, dot", df.format)}
 	}
 	topo, err := c.job.Build()
 	if err != nil {
 		return err
 	}
 	var partitions map[string]int32
-	if !offline {
+	if !df.offline {
 		if partitions, err = topicPartitions(ctx, cfg, topo); err != nil {
 			fmt.Fprintf(c.stderr, "%s: describe: no partition counts (%v); --offline skips asking\n", topo.Name(), err)
 		}

@@ -22,6 +22,11 @@ type metrics struct {
 	commitSeconds prometheus.Histogram
 	restored      *prometheus.CounterVec
 	restoreLeft   *prometheus.GaugeVec
+
+	processSeconds prometheus.Histogram
+	// view is what the HTTP endpoint serves besides the metrics, and the
+	// lag and store-size gauges; see observe.go.
+	view *observer
 }
 
 func newMetrics(job string) *metrics {
@@ -29,11 +34,11 @@ func newMetrics(job string) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		recordsIn: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "samsa_records_in_total", Help: "Input records processed, by task.", ConstLabels: labels,
-		}, []string{"task"}),
+			Name: "samsa_records_in_total", Help: "Input records processed, by topic and task.", ConstLabels: labels,
+		}, []string{"topic", "task"}),
 		recordsOut: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "samsa_records_out_total", Help: "Records written, by topic (outputs, repartition and changelog topics).", ConstLabels: labels,
-		}, []string{"topic"}),
+			Name: "samsa_records_out_total", Help: "Records written, by topic (outputs, repartition and changelog topics) and task.", ConstLabels: labels,
+		}, []string{"topic", "task"}),
 		commits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "samsa_commits_total", Help: "Commits of input offsets.", ConstLabels: labels,
 		}),
@@ -47,21 +52,30 @@ func newMetrics(job string) *metrics {
 		restoreLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "samsa_restore_remaining_records", Help: "Changelog records left to restore, by store and task.", ConstLabels: labels,
 		}, []string{"store", "task"}),
+		processSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "samsa_process_seconds", ConstLabels: labels,
+			Help:    "Time a task takes to process one polled batch of its records (up to 10,000).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
 	}
 	m.reg.MustRegister(m.recordsIn, m.recordsOut, m.commits, m.commitSeconds, m.restored, m.restoreLeft,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.processSeconds)
+	m.view = newObserver(job, m.reg)
 	return m
 }
 
-// serveHTTP serves /metrics on addr until ctx ends. It returns once the
-// listener is open, so a bad address is reported at start.
-func serveHTTP(ctx context.Context, addr string, m *metrics) (string, error) {
-	ln, err := net.Listen("tcp", addr)
+// serveHTTP serves the instance's HTTP endpoint on Config.HTTPAddr until
+// ctx ends: /metrics and the endpoints of routes (see http.go). It returns
+// once the listener is open, so a bad address is reported at start.
+func (r *Runner) serveHTTP(ctx context.Context) (string, error) {
+	ln, err := net.Listen("tcp", r.cfg.HTTPAddr)
 	if err != nil {
-		return "", fmt.Errorf("runner: flag --http-addr %s: %w", addr, err)
+		return "", fmt.Errorf("runner: flag --http-addr %s: %w", r.cfg.HTTPAddr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{}))
+	r.routes(ctx, mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -151,21 +151,30 @@ type truncation struct {
 	store      string // for a changelog; "" for a repartition topic
 }
 
+type replayFlags struct {
+	from              string
+	topics            topicSelection
+	keepState, dryRun bool
+}
+
+func (c *cli) replayFlagSet() (*flagSet, *adminFlags, *replayFlags) {
+	f, a := c.adminFlagSet("replay")
+	rf := &replayFlags{}
+	f.String(&rf.from, "from", "", "replay: where to start: earliest, latest, an `offset`, or an RFC 3339 time (the first record at or after it; a time past the end means the end)")
+	f.Var(&rf.topics, "topic", "replay: only `topic` or topic:partition; repeatable, or comma-separated (default: every input topic)")
+	f.Bool(&rf.keepState, "keep-state", false, "replay: keep the job's state and replay the input over it (default: reset the state, as if the input began at --from)")
+	f.Bool(&rf.dryRun, "dry-run", false, "replay: print the plan and change nothing")
+	return f, a, rf
+}
+
 // replay is the replay command.
 func (c *cli) replay(ctx context.Context, args []string) error {
-	f, a := c.adminFlagSet("replay", defaultConfig.ConnectTimeout)
-	var fromFlag string
-	var topics topicSelection
-	var keepState, dryRun bool
-	f.String(&fromFlag, "from", "", "where to start: earliest, latest, an `offset`, or an RFC 3339 time (the first record at or after it; a time past the end means the end)")
-	f.Var(&topics, "topic", "replay only `topic` or topic:partition; repeatable, or comma-separated (default: every input topic)")
-	f.Bool(&keepState, "keep-state", false, "keep the job's state: replay the input over it (default: reset the state, as if the input began at --from)")
-	f.Bool(&dryRun, "dry-run", false, "print the plan and change nothing")
+	f, a, rf := c.replayFlagSet()
 	cfg, err := c.parseAdmin(f, a, args)
 	if err != nil {
 		return err
 	}
-	from, err := parseFrom(fromFlag)
+	from, err := parseFrom(rf.from)
 	if err != nil {
 		return usageError{err}
 	}
@@ -182,12 +191,12 @@ func (c *cli) replay(ctx context.Context, args []string) error {
 	if err := refuseIfRunning(ctx, jb, topo.Name()); err != nil {
 		return err
 	}
-	plan, err := planReplay(ctx, jb, topo, from, topics, keepState)
+	plan, err := planReplay(ctx, jb, topo, from, rf.topics, rf.keepState)
 	if err != nil {
 		return err
 	}
 	plan.print(c.stdout)
-	if dryRun {
+	if rf.dryRun {
 		fmt.Fprintln(c.stdout, "\nDry run: nothing changed.")
 		return nil
 	}

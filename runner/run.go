@@ -115,23 +115,16 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.cfg.HTTPAddr != "" {
 		hctx, stop := context.WithCancel(ctx)
 		defer stop()
-		addr, err := serveHTTP(hctx, r.cfg.HTTPAddr, r.metrics)
+		addr, err := r.serveHTTP(hctx)
 		if err != nil {
 			return err
 		}
-		r.log.Info("serving metrics", "url", "http://"+addr+"/metrics")
-	}
-	out := map[string]prometheus.Counter{}
-	for _, t := range append(r.topo.Outputs(), r.topo.SourceTopics()...) {
-		out[t] = r.metrics.recordsOut.WithLabelValues(t)
-	}
-	for _, it := range r.topo.Internal() {
-		out[it.Name] = r.metrics.recordsOut.WithLabelValues(it.Name)
+		r.log.Info("serving metrics", "url", "http://"+addr+"/metrics",
+			"endpoints", "/metrics /healthz /readyz /status /state/{store}")
 	}
 
 	m := &member{
 		r:          r,
-		outCounter: out,
 		adm:        adm,
 		base:       base,
 		topicIDs:   topicIDs,
@@ -273,17 +266,16 @@ type member struct {
 	produceErr atomic.Pointer[error] // the first failed output write
 	stopCtx    context.Context       // of every write: ends Config.ShutdownTimeout after the run's context
 	in, out    atomic.Int64
-	outCounter map[string]prometheus.Counter // by topic; read-only
 	lastCommit time.Time
 }
 
 // task is one task's processors, its input positions and its stores.
 type task struct {
 	*engine.Task
-	m         *member
-	inputs    []*input // sorted by topic
-	err       error    // the error that stopped the last batch
-	inCounter prometheus.Counter
+	m      *member
+	inputs []*input                      // sorted by topic
+	err    error                         // the error that stopped the last batch
+	out    map[string]prometheus.Counter // records written, by topic; see countOut
 
 	stores       *state.TaskStores        // nil for a stateless task
 	logs         map[string]*changelogPos // by store
@@ -302,6 +294,9 @@ func (t *task) close() error {
 
 // input is one input partition of a task.
 type input struct {
+	records   prometheus.Counter // of the records processed; see countIn
+	processed int64              // records processed since countIn last counted them
+
 	topic string
 	// next is the offset after the last record processed: what to commit.
 	// Offset -1 means unknown.
@@ -401,7 +396,7 @@ func (m *member) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 // newTask creates task id: its stores, if it has any (restored later, by
 // the loop), and its processors.
 func (m *member) newTask(ctx context.Context, id stream.TaskID) (*task, error) {
-	t := &task{m: m, inCounter: m.r.metrics.recordsIn.WithLabelValues(id.String())}
+	t := &task{m: m}
 	specs := m.r.topo.Subtopologies()[id.Subtopology].Stores
 	if len(specs) > 0 {
 		t.logs = map[string]*changelogPos{}
@@ -517,6 +512,7 @@ func (m *member) run(ctx context.Context) (err error) {
 	for {
 		if m.restorePending.Swap(false) {
 			m.mu.Lock()
+			m.observeLocked() // shows the tasks restoring
 			err := m.restoreLocked(ctx)
 			m.mu.Unlock()
 			if err != nil {
@@ -564,6 +560,7 @@ func (m *member) run(ctx context.Context) (err error) {
 				done, err = false, nil // asked again on the next round
 			}
 		}
+		m.observeLocked()
 		m.mu.Unlock()
 		if err != nil {
 			return err
@@ -680,11 +677,15 @@ func (m *member) processLocked(fetches kgo.Fetches) error {
 // next (the first topic by name on a tie), as Kafka Streams does. It stops
 // at the first error, leaving it in t.err and the failed record queued.
 func (t *task) drain() (n int) {
+	start := time.Now()
 	defer func() {
-		t.inCounter.Add(float64(n))
+		t.m.r.metrics.processSeconds.Observe(time.Since(start).Seconds())
+		for _, in := range t.inputs {
+			t.countIn(in)
+		}
 		t.TakeEmitted(func(topic string, n int64) {
 			t.m.out.Add(n)
-			t.m.outCounter[topic].Add(float64(n))
+			t.countOut(topic, n)
 		})
 	}()
 	if len(t.inputs) == 1 {
@@ -726,6 +727,7 @@ func (t *task) drainInput(in *input, limit int) (n int) {
 				return n
 			}
 			n++
+			in.processed++
 		}
 		in.queue[0] = nil
 		in.queue = in.queue[1:]

@@ -276,7 +276,7 @@ func (l taskLog) Write(store string, key, value []byte) {
 	pos := l.t.logs[store]
 	kr := &kgo.Record{Topic: pos.topic, Partition: l.t.ID().Partition, Key: key, Value: value}
 	l.m.out.Add(1)
-	l.m.outCounter[pos.topic].Inc()
+	l.t.countOut(pos.topic, 1)
 	l.m.cl.Produce(l.m.stopCtx, kr, pos.promise)
 }
 

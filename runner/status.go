@@ -50,17 +50,22 @@ type partitionStatus struct {
 	CommittedAt *time.Time `json:"committed_at,omitempty"`
 }
 
+func (c *cli) statusFlagSet() (*flagSet, *adminFlags, *string) {
+	f, a := c.adminFlagSet("status")
+	var format string
+	f.String(&format, "format", "text", "describe: output `format`: text, mermaid or dot; status: text or json")
+	return f, a, &format
+}
+
 // status is the status command.
 func (c *cli) status(ctx context.Context, args []string) error {
-	f, a := c.adminFlagSet("status", defaultConfig.ConnectTimeout)
-	var format string
-	f.String(&format, "format", "text", "output `format`: text or json")
+	f, a, format := c.statusFlagSet()
 	cfg, err := c.parseAdmin(f, a, args)
 	if err != nil {
 		return err
 	}
-	if format != "text" && format != "json" {
-		return usageError{fmt.Errorf("flag --format: %q is not one of text, json", format)}
+	if *format != "text" && *format != "json" {
+		return usageError{fmt.Errorf("flag --format: %q is not one of text, json", *format)}
 	}
 	topo, err := c.job.Build()
 	if err != nil {
@@ -75,7 +80,7 @@ func (c *cli) status(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if format == "json" {
+	if *format == "json" {
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
