@@ -1,4 +1,4 @@
-// Command samsa is the samsa toolbox. Today it runs a standalone embedded
+// Command samsa is the samsa toolbox. It runs a standalone embedded
 // broker, for running several job instances (or a benchmark) against one
 // local broker:
 //
@@ -7,6 +7,11 @@
 // The broker is franz-go's kfake with a data directory: topics, records
 // and group offsets survive a restart. It prints its address and runs
 // until SIGINT or SIGTERM.
+//
+// Its admin helpers work with any Kafka-protocol brokers (the embedded
+// one by default): samsa topics (list, describe, create, delete), samsa
+// groups (list, describe), samsa lag, and a line-based samsa produce and
+// samsa consume. `samsa help` lists their flags.
 package main
 
 import (
@@ -35,6 +40,7 @@ const usage = `samsa: the samsa toolbox
 
 Usage:
   samsa broker [flags]   run a standalone embedded Kafka-protocol broker
+  samsa topics|groups|lag|produce|consume ...   admin helpers (below)
 
 Flags of broker:
   --data-dir dir      where the broker keeps its data (env SAMSA_DATA_DIR); empty keeps it in memory
@@ -47,10 +53,14 @@ Flags of broker:
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage+adminUsage)
 		return 0
 	}
-	if args[0] != "broker" {
+	switch args[0] {
+	case "broker":
+	case "topics", "groups", "lag", "produce", "consume":
+		return admin(ctx, args, os.Stdin, stdout, stderr)
+	default:
 		fmt.Fprintf(stderr, "samsa: unknown command %q (see samsa help)\n", args[0])
 		return 2
 	}
