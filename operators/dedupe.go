@@ -3,6 +3,7 @@ package operators
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/samsa-go/samsa/state/window"
@@ -53,6 +54,12 @@ type deduper[K, V, ID any] struct {
 	next    stream.Processor[K, V]
 	store   stream.Store
 	buf     []byte
+	// No remembered ID was seen before forgetFrom: it spares most
+	// advances of stream time a scan of the store. It was last raised by
+	// the advance to hintTo; if stream time is back before it, that
+	// advance's record failed and its store writes were undone, so it no
+	// longer holds.
+	forgetFrom, hintTo int64
 }
 
 const (
@@ -61,6 +68,7 @@ const (
 )
 
 func (d *deduper[K, V, ID]) Init(ctx stream.Context) (err error) {
+	d.forgetFrom, d.hintTo = math.MinInt64, math.MinInt64
 	d.store, err = ctx.Store(d.name)
 	return err
 }
@@ -106,6 +114,7 @@ func (d *deduper[K, V, ID]) Process(ctx stream.Context, r stream.Record[K, V]) e
 		if err := d.store.Put(dedupeTimeKey(nil, ts, idb), nil); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
 		}
+		d.forgetFrom = min(d.forgetFrom, ts)
 	case found: // the older record it replaces is forgotten too
 		if err := d.store.Delete(d.buf); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
@@ -118,9 +127,13 @@ func (d *deduper[K, V, ID]) Process(ctx stream.Context, r stream.Record[K, V]) e
 // whose timestamp + within is now behind it.
 func (d *deduper[K, V, ID]) OnStreamTime(_ stream.Context, from, to time.Time) error {
 	// Forgotten once seen + within < stream time: seen in [f - within, t - within).
-	lo := dedupeTimeKey(nil, satSub(sinceMillis(from), d.within), nil)
-	hi := dedupeTimeKey(nil, satSub(to.UnixMilli(), d.within), nil)
-	return scanBatches(d.store, lo, hi, func(k, _ []byte) error {
+	if f := sinceMillis(from); f < d.hintTo {
+		d.forgetFrom = math.MinInt64 // see hintTo
+	}
+	d.hintTo = to.UnixMilli()
+	lo, hi := max(satSub(sinceMillis(from), d.within), d.forgetFrom), satSub(to.UnixMilli(), d.within)
+	d.forgetFrom = max(d.forgetFrom, hi)
+	return scanBatches(d.store, dedupeTimeKey(nil, lo, nil), dedupeTimeKey(nil, hi, nil), func(k, _ []byte) error {
 		if err := d.store.Delete(k); err != nil {
 			return err
 		}

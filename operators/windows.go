@@ -288,6 +288,9 @@ func (a *windowAgg[K, V, A]) OnStreamTime(ctx stream.Context, from, to time.Time
 		// Closing at s + closeLag in (f, t]: s in (f - closeLag, t - closeLag].
 		lo, hi := satSub(f, closeLag-1), satSub(t, closeLag-1)
 		purge := a.retention == closeLag
+		if !a.startsIn(lo, hi) {
+			lo = hi // no window can start there: nothing to scan
+		}
 		err := scanBatches(a.store, window.AppendTime(nil, lo), window.AppendTime(nil, hi), func(k, v []byte) error {
 			if err := a.emitFinal(ctx, k, v); err != nil {
 				return err
@@ -302,9 +305,26 @@ func (a *windowAgg[K, V, A]) OnStreamTime(ctx stream.Context, from, to time.Time
 		}
 	}
 	lo, hi := satSub(f, a.retention-1), satSub(t, a.retention-1)
+	if !a.startsIn(lo, hi) {
+		return nil
+	}
 	return scanBatches(a.store, window.AppendTime(nil, lo), window.AppendTime(nil, hi), func(k, _ []byte) error {
 		return a.store.Delete(k)
 	})
+}
+
+// startsIn reports whether a window can start in [lo, hi): windows start
+// at multiples of advance, so most advances of stream time reach none,
+// and need no scan of the store.
+func (a *windowAgg[K, V, A]) startsIn(lo, hi int64) bool {
+	if lo == math.MinInt64 {
+		return lo < hi
+	}
+	first := floorDiv(lo, a.advance) * a.advance
+	if first < lo {
+		first += a.advance
+	}
+	return first < hi
 }
 
 func (a *windowAgg[K, V, A]) emitFinal(ctx stream.Context, k, v []byte) error {
@@ -389,6 +409,12 @@ type sessionAgg[K, V, A any] struct {
 	sessions              *window.Indexed[[]byte, A]
 	bytesV                bool
 	found                 []session[A]
+	// No session ends before these: the ends left to close and to purge.
+	// They spare most advances of stream time a scan of the store. They
+	// were last raised by the advance to hintTo; if stream time is back
+	// before it, that advance's record failed and its store writes were
+	// undone, so they no longer hold.
+	closeFrom, purgeFrom, hintTo int64
 }
 
 type session[A any] struct {
@@ -397,6 +423,7 @@ type session[A any] struct {
 }
 
 func (a *sessionAgg[K, V, A]) Init(ctx stream.Context) (err error) {
+	a.closeFrom, a.purgeFrom, a.hintTo = math.MinInt64, math.MinInt64, math.MinInt64
 	a.store, err = ctx.Store(a.name)
 	a.sessions = window.NewIndexed(a.store, serde.Bytes, a.agg)
 	_, a.bytesV = any(*new(V)).([]byte)
@@ -472,6 +499,7 @@ func (a *sessionAgg[K, V, A]) Process(ctx stream.Context, r stream.Record[K, V])
 	if err := a.sessions.Put(kb, start, end, cur); err != nil {
 		return fmt.Errorf("%s: %w", a.name, err)
 	}
+	a.closeFrom, a.purgeFrom = min(a.closeFrom, end), min(a.purgeFrom, end)
 	if a.final {
 		return nil
 	}
@@ -491,11 +519,20 @@ func (a *sessionAgg[K, V, A]) forward(ctx stream.Context, r stream.Record[K, V],
 // their retention.
 func (a *sessionAgg[K, V, A]) OnStreamTime(ctx stream.Context, from, to time.Time) error {
 	f, t := sinceMillis(from), to.UnixMilli()
+	if f < a.hintTo {
+		a.closeFrom, a.purgeFrom = math.MinInt64, math.MinInt64 // see hintTo
+	}
+	a.hintTo = t
 	// Closed once end + lag < stream time: end in [f - lag, t - lag).
 	closeLag := a.gap + a.grace
 	if a.final {
 		purge := a.retention == closeLag
-		err := scanBatches(a.store, window.EndIndexBound(nil, satSub(f, closeLag)), window.EndIndexBound(nil, satSub(t, closeLag)), func(k, _ []byte) error {
+		lo, hi := max(satSub(f, closeLag), a.closeFrom), satSub(t, closeLag)
+		a.closeFrom = max(a.closeFrom, hi)
+		if purge {
+			a.purgeFrom = a.closeFrom
+		}
+		err := scanBatches(a.store, window.EndIndexBound(nil, lo), window.EndIndexBound(nil, hi), func(k, _ []byte) error {
 			kb, start, end, err := window.SplitEndIndexKey(k)
 			if err != nil {
 				return fmt.Errorf("%s: %w", a.name, err)
@@ -525,8 +562,9 @@ func (a *sessionAgg[K, V, A]) OnStreamTime(ctx stream.Context, from, to time.Tim
 			return err
 		}
 	}
-	lo, hi := window.EndIndexBound(nil, satSub(f, a.retention)), window.EndIndexBound(nil, satSub(t, a.retention))
-	return scanBatches(a.store, lo, hi, func(k, _ []byte) error {
+	lo, hi := max(satSub(f, a.retention), a.purgeFrom), satSub(t, a.retention)
+	a.purgeFrom = max(a.purgeFrom, hi)
+	return scanBatches(a.store, window.EndIndexBound(nil, lo), window.EndIndexBound(nil, hi), func(k, _ []byte) error {
 		kb, start, end, err := window.SplitEndIndexKey(k)
 		if err != nil {
 			return fmt.Errorf("%s: %w", a.name, err)

@@ -365,3 +365,63 @@ func TestWindowSpecErrors(t *testing.T) {
 		})
 	}
 }
+
+// failOnce fails the first record it sees for key boom.
+type failOnce struct {
+	next   stream.Processor[stream.Windowed[string], int64]
+	failed bool
+}
+
+func (f *failOnce) Process(ctx stream.Context, r stream.Record[stream.Windowed[string], int64]) error {
+	if r.Key.Key == "boom" && !f.failed {
+		f.failed = true
+		return fmt.Errorf("boom")
+	}
+	return f.next.Process(ctx, r)
+}
+
+// When the record whose stream time closes sessions fails after they were
+// emitted, and is skipped, its effects are undone (the sessions are back
+// in the store, stream time is back): the next record that moves stream
+// time closes them again, and each result comes out once.
+func TestSessionsCloseAgainAfterASkippedRecord(t *testing.T) {
+	job := stream.NewJob("retry")
+	in := stream.Input(job, "in", serde.String, serde.String)
+	counts := operators.SessionCount(operators.GroupByKey(in, serde.String, serde.String), "w",
+		operators.Sessions(10*time.Millisecond).EmitFinal())
+	checked := operators.Process(counts.ToStream(), func(next stream.Processor[stream.Windowed[string], int64]) stream.Processor[stream.Windowed[string], int64] {
+		return &failOnce{next: next}
+	})
+	stream.Output(checked, "out", stream.WindowedSerde(serde.String), serde.Int64)
+	d, err := runnertest.New(job, runnertest.OnProcessError(stream.PolicySkip))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	input := runnertest.NewInput(d, "in", serde.String, serde.String)
+	for _, r := range []struct {
+		key string
+		at  int64
+	}{{"a", 1}, {"boom", 2}, {"x", 100}, {"y", 200}} {
+		if err := input.Pipe(r.key, "v", runnertest.At(time.UnixMilli(r.at))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	recs, err := runnertest.NewOutput(d, "out", stream.WindowedSerde(serde.String), serde.Int64).Records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		got = append(got, fmt.Sprintf("%s[%d]=%d", r.Key.Key, r.Key.Window.Start.UnixMilli(), r.Value))
+	}
+	slices.Sort(got)
+	// x's record failed and was skipped: x has no session; a and boom are
+	// closed by y's record, once each.
+	if want := []string{"a[1]=1", "boom[2]=1"}; !slices.Equal(got, want) {
+		t.Errorf("results %q, want %q", got, want)
+	}
+	if n := len(d.BadRecords()); n != 1 {
+		t.Errorf("%d records skipped, want 1", n)
+	}
+}

@@ -135,6 +135,11 @@ func (in *Instance) Process(ctx Context, rec RawRecord) error {
 		in.clock.current = time.Time{}
 		if !done { // an error, or a panic on its way up
 			in.clock.stream = prev
+			// The runner undoes the record's store writes: what the timers
+			// remember of their stores may no longer hold.
+			for _, ts := range in.timers {
+				ts.loaded = false
+			}
 		}
 	}()
 	if !in.eventTime[rec.Topic] {
