@@ -35,9 +35,11 @@ func DedupeBy[K, V, ID any](s stream.Stream[K, V], name string, within time.Dura
 	if within <= 0 || within%time.Millisecond != 0 {
 		s.Job().AddError(fmt.Errorf("operators: dedupe %q: span %s: want a positive whole number of milliseconds", name, within))
 	}
-	return stream.Via(s, "dedupe", func(next stream.Processor[K, V]) stream.Processor[K, V] {
+	out := stream.Via(s, "dedupe", func(next stream.Processor[K, V]) stream.Processor[K, V] {
 		return &deduper[K, V, ID]{name: name, within: within.Milliseconds(), id: id, idSerde: idSerde, next: next}
 	}, stream.WithStores(stream.StoreSpec{Name: name}))
+	dedupeStoreFormat(s.Job(), name, idSerde)
+	return out
 }
 
 // deduper is the processor of Dedupe. Its store holds, per ID that

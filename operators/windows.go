@@ -169,7 +169,9 @@ func timeWindowed[K, V, A any](g Grouped[K, V], name string, w TimeWindows, kind
 		a.retention, a.final = retention.Milliseconds(), w.final
 		return &a
 	}, stream.WithStores(stream.StoreSpec{Name: name}))
-	return stream.NewTable(changes, name, stream.WindowedSerde(g.key), agg)
+	t := stream.NewTable(changes, name, stream.WindowedSerde(g.key), agg)
+	windowStoreFormat(g.s.Job(), name, g.key, agg)
+	return t
 }
 
 // windowAgg is the processor of the time-windowed aggregations. Its store
@@ -388,7 +390,9 @@ func sessionWindowed[K, V, A any](g Grouped[K, V], name string, w SessionWindows
 		a.gap, a.grace, a.retention, a.final = w.gap.Milliseconds(), w.grace.Milliseconds(), retention.Milliseconds(), w.final
 		return &a
 	}, stream.WithStores(stream.StoreSpec{Name: name}))
-	return stream.NewTable(changes, name, stream.WindowedSerde(g.key), agg)
+	t := stream.NewTable(changes, name, stream.WindowedSerde(g.key), agg)
+	sessionStoreFormat(g.s.Job(), name, g.key, agg)
+	return t
 }
 
 // sessionAgg is the processor of the session aggregations. Its store is

@@ -1,6 +1,9 @@
 package operators_test
 
 import (
+	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -423,5 +426,53 @@ func TestSessionsCloseAgainAfterASkippedRecord(t *testing.T) {
 	}
 	if n := len(d.BadRecords()); n != 1 {
 		t.Errorf("%d records skipped, want 1", n)
+	}
+}
+
+// Tools read window stores through the text formats the operators
+// record: entries show as JSON, and parse back to the same bytes.
+func TestWindowStoreFormats(t *testing.T) {
+	job := stream.NewJob("fmt")
+	in := stream.Input(job, "in", serde.String, serde.String)
+	g := operators.GroupByKey(in, serde.String, serde.String)
+	operators.WindowedCount(g, "fixed", operators.Tumbling(time.Minute))
+	operators.SessionCount(g, "sessions", operators.Sessions(time.Minute))
+	stream.Output(operators.Dedupe(in, "seen", time.Minute, serde.String), "out", serde.String, serde.String)
+	topo, err := job.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
+	for _, c := range []struct {
+		store      string
+		key, value []byte
+		text       string
+	}{
+		{"fixed", window.FixedKey(nil, at, []byte("ann")), append(binary.BigEndian.AppendUint64(nil, uint64(at+5)), 0, 0, 0, 0, 0, 0, 0, 3),
+			`{"key":"ann","start":"2024-05-01T12:00:00Z"} {"aggregate":3,"latest":"2024-05-01T12:00:00.005Z"}`},
+		{"sessions", window.KeyIndexKey(nil, []byte("ann"), at, at+9), []byte{0, 0, 0, 0, 0, 0, 0, 2},
+			`{"index":"by key","key":"ann","start":"2024-05-01T12:00:00Z","end":"2024-05-01T12:00:00.009Z"} {"aggregate":2}`},
+		{"sessions", window.EndIndexKey(nil, []byte("ann"), at, at+9), []byte{},
+			`{"index":"by end","key":"ann","start":"2024-05-01T12:00:00Z","end":"2024-05-01T12:00:00.009Z"} {}`},
+		{"seen", append([]byte{'i'}, "e1"...), window.AppendTime(nil, at),
+			`{"index":"id","id":"e1"} {"seen":"2024-05-01T12:00:00Z"}`},
+		{"seen", append(window.AppendTime([]byte{'x'}, at), "e1"...), []byte{},
+			`{"index":"expiry","id":"e1","seen":"2024-05-01T12:00:00Z"} {}`},
+	} {
+		kf, vf, ok := topo.StoreFormat(c.store)
+		if !ok {
+			t.Fatalf("store %s has no format", c.store)
+		}
+		ks, err1 := kf.Format(c.key)
+		vs, err2 := vf.Format(c.value)
+		if err := errors.Join(err1, err2); err != nil || ks+" "+vs != c.text {
+			t.Errorf("%s: %s %s (%v), want %s", c.store, ks, vs, err, c.text)
+			continue
+		}
+		kb, err1 := kf.Parse(ks)
+		vb, err2 := vf.Parse(vs)
+		if err := errors.Join(err1, err2); err != nil || !bytes.Equal(kb, c.key) || !bytes.Equal(vb, c.value) {
+			t.Errorf("%s: %s %s parses to %x %x (%v), want %x %x", c.store, ks, vs, kb, vb, err, c.key, c.value)
+		}
 	}
 }
