@@ -19,6 +19,7 @@ type metrics struct {
 	recordsIn     *prometheus.CounterVec
 	recordsOut    *prometheus.CounterVec
 	commits       prometheus.Counter
+	aborts        prometheus.Counter
 	commitSeconds prometheus.Histogram
 	restored      *prometheus.CounterVec
 	restoreLeft   *prometheus.GaugeVec
@@ -42,6 +43,9 @@ func newMetrics(job string) *metrics {
 		commits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "samsa_commits_total", Help: "Commits of input offsets.", ConstLabels: labels,
 		}),
+		aborts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "samsa_transaction_aborts_total", Help: "Transactions aborted under exactly-once (rebalances, fencing, failed writes).", ConstLabels: labels,
+		}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "samsa_commit_seconds", Help: "Time to flush outputs and commit offsets.", ConstLabels: labels,
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
@@ -58,7 +62,7 @@ func newMetrics(job string) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}),
 	}
-	m.reg.MustRegister(m.recordsIn, m.recordsOut, m.commits, m.commitSeconds, m.restored, m.restoreLeft,
+	m.reg.MustRegister(m.recordsIn, m.recordsOut, m.commits, m.aborts, m.commitSeconds, m.restored, m.restoreLeft,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(m.processSeconds)
 	m.view = newObserver(job, m.reg)

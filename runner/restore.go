@@ -32,12 +32,9 @@ func (m *member) restoreLocked(ctx context.Context) error {
 	if len(waiting) == 0 {
 		return nil
 	}
-	committed, err := m.adm.FetchOffsets(ctx, m.r.topo.Name())
-	if err == nil {
-		err = committed.Error()
-	}
+	committed, err := m.fetchStableOffsets(ctx)
 	if err != nil {
-		return fmt.Errorf("runner: fetch committed offsets of group %q: %w", m.r.topo.Name(), err)
+		return err
 	}
 	var topics []string
 	for _, t := range waiting {
@@ -205,6 +202,9 @@ func (m *member) rewriteUncommitted(ctx context.Context, j *restoreJob) error {
 	})
 	if err != nil {
 		return err
+	}
+	if len(touched) == 0 {
+		return nil // transaction markers, or aborted records
 	}
 	for k := range touched {
 		if err := j.t.stores.Touch(j.store, []byte(k)); err != nil {

@@ -399,7 +399,9 @@ func TestCommandHelp(t *testing.T) {
 		"sasl-mechanism": "", "sasl-user": "", "sasl-password": "", "sasl-password-file": "",
 		"embedded-listen":   "127.0.0.1:9092",
 		"state-dir":         filepath.Join(os.TempDir(), "samsa", "upper"),
-		"commit-interval":   "5s",
+		"processing":        "at-least-once",
+		"transactional-id":  "",
+		"commit-interval":   "", // zero: the default depends on --processing, as the usage says
 		"until-end":         "",
 		"threads":           anyCount, // GOMAXPROCS at start-up, which go test -cpu changes later
 		"session-timeout":   "45s",

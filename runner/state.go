@@ -277,6 +277,7 @@ func (l taskLog) Write(store string, key, value []byte) {
 	kr := &kgo.Record{Topic: pos.topic, Partition: l.t.ID().Partition, Key: key, Value: value}
 	l.m.out.Add(1)
 	l.t.countOut(pos.topic, 1)
+	l.m.txn.records.Add(1)
 	l.m.cl.Produce(l.m.stopCtx, kr, pos.promise)
 }
 

@@ -220,6 +220,7 @@ func (e *stEnv) readAll(topic string) []*kgo.Record {
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addr),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // transaction markers count towards the ends
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}))
 	if err != nil {
 		e.t.Fatalf("client: %v", err)
@@ -245,7 +246,7 @@ func (e *stEnv) readAll(topic string) []*kgo.Record {
 		}
 		fs.EachError(func(t string, p int32, err error) { e.t.Fatalf("read %s/%d: %v", t, p, err) })
 		fs.EachRecord(func(r *kgo.Record) {
-			if r.Offset < ends[r.Partition] {
+			if r.Offset < ends[r.Partition] && !r.Attrs.IsControl() {
 				out = append(out, r)
 			}
 			next[r.Partition] = r.Offset + 1

@@ -30,8 +30,11 @@ type childSpec struct {
 	Output         string // empty for the consume variant, which writes nothing
 	Group          string // the consumer group; samsa's job name
 	CommitInterval time.Duration
-	Threads        int    // runner.Config.Threads, for the samsa variant
-	CPUProfile     string // a file to write a CPU profile of the run to; empty for none
+	Threads        int // runner.Config.Threads, for the samsa variant
+	// ExactlyOnce runs samsa under exactly-once at its default commit
+	// interval (not CommitInterval); set by the samsa-eos variants.
+	ExactlyOnce bool
+	CPUProfile  string // a file to write a CPU profile of the run to; empty for none
 }
 
 // childReport is what a child prints on stdout when its run succeeded.

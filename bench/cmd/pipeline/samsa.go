@@ -42,14 +42,18 @@ func runJob(ctx context.Context, spec childSpec, job *stream.Job, log hclog.Logg
 		return fmt.Errorf("state directory: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	r, err := runner.New(job, runner.Config{
+	cfg := runner.Config{
 		Brokers:        spec.Brokers,
 		StateDir:       dir,
 		UntilEnd:       true,
 		CommitInterval: spec.CommitInterval,
 		Threads:        spec.Threads,
 		Logger:         log,
-	})
+	}
+	if spec.ExactlyOnce {
+		cfg.Processing, cfg.CommitInterval = runner.ExactlyOnce, 0 // its default
+	}
+	r, err := runner.New(job, cfg)
 	if err != nil {
 		return err
 	}
