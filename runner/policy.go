@@ -104,6 +104,13 @@ func (r *Runner) prepareBadRecords(ctx context.Context, adm *kadm.Client, partit
 		}
 		b.limits[b.dlqTopic] = dl[b.dlqTopic]
 	}
+	// The series that may count exist from the start, at zero, so that
+	// a dashboard's rate of them is defined before the first bad record.
+	for kind, p := range map[string]stream.ErrorPolicy{stream.KindDeserialize: b.onDeserialize, stream.KindProcess: b.onProcess} {
+		if p != stream.PolicyFail {
+			b.counted.WithLabelValues(kind, string(p))
+		}
+	}
 	return b, nil
 }
 
