@@ -115,16 +115,23 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.cfg.HTTPAddr != "" {
 		hctx, stop := context.WithCancel(ctx)
 		defer stop()
-		addr, err := r.serveHTTP(hctx)
+		addr, err := serveHTTP(hctx, r.cfg.HTTPAddr, r.metrics)
 		if err != nil {
 			return err
 		}
-		r.log.Info("serving metrics", "url", "http://"+addr+"/metrics",
-			"endpoints", "/metrics /healthz /readyz /status /state/{store}")
+		r.log.Info("serving metrics", "url", "http://"+addr+"/metrics")
+	}
+	out := map[string]prometheus.Counter{}
+	for _, t := range append(r.topo.Outputs(), r.topo.SourceTopics()...) {
+		out[t] = r.metrics.recordsOut.WithLabelValues(t)
+	}
+	for _, it := range r.topo.Internal() {
+		out[it.Name] = r.metrics.recordsOut.WithLabelValues(it.Name)
 	}
 
 	m := &member{
 		r:          r,
+		outCounter: out,
 		adm:        adm,
 		base:       base,
 		topicIDs:   topicIDs,
@@ -133,9 +140,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		tasks:      map[stream.TaskID]*task{},
 		bad:        bad,
 	}
-	// Under exactly-once the lock also keeps two instances from sharing
-	// the transactional ID derived from the state directory.
-	if r.stateful() || r.cfg.Processing == ExactlyOnce {
+	if r.stateful() {
 		lock, err := lockStateDir(r.cfg.StateDir)
 		if err != nil {
 			return err
@@ -143,6 +148,20 @@ func (r *Runner) Run(ctx context.Context) error {
 		defer lock.Close()
 		m.blockCache = pebblestore.NewCache(r.cfg.BlockCacheBytes)
 		defer m.blockCache.Unref()
+	}
+	// Global tables are read to their end before the group is joined.
+	globals, err := m.openGlobals(ctx)
+	if err != nil {
+		return err
+	}
+	if globals != nil {
+		defer func() {
+			if err := globals.close(); err != nil {
+				r.log.Warn("close the global tables", "error", err)
+			}
+		}()
+		m.globals = globals.stores
+		globals.start(m.fail)
 	}
 	if r.cfg.UntilEnd {
 		if err := m.loadBounds(ctx); err != nil {
@@ -178,17 +197,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	// callbacks, which lock m.mu, may run before NewClient returns, and
 	// must find m.cl set.
 	m.mu.Lock()
-	if r.cfg.Processing == ExactlyOnce {
-		opts = append(opts, m.transactionalOpts()...)
-	}
-	m.cl, err = kgo.NewClient(opts...)
+	cl, err := kgo.NewClient(opts...)
+	m.cl = cl
 	m.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
 	r.log.Info("starting", "job", r.topo.Name(), "brokers", strings.Join(r.cfg.Brokers, ","),
 		"inputs", strings.Join(r.topo.Inputs(), ","), "outputs", strings.Join(r.topo.Outputs(), ","),
-		"processing", r.cfg.Processing, "commit_interval", r.cfg.CommitInterval)
+		"commit_interval", r.cfg.CommitInterval)
 	stopCtx, stop := stopContext(ctx, r.cfg.ShutdownTimeout)
 	defer stop()
 	m.stopCtx = stopCtx
@@ -227,14 +244,18 @@ func (r *Runner) checkTopics(ctx context.Context, adm *kadm.Client) (map[string]
 		return nil, fmt.Errorf("runner: missing on %s: %s (create them, or run the job's create-topics command)",
 			strings.Join(r.cfg.Brokers, ","), strings.Join(missing, ", "))
 	}
+	engine.ResolveInternal(r.topo, partitions) // repartition topics read with others
 	if err := engine.CheckCopartitioned(r.topo, partitions); err != nil {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
 	return partitions, nil
 }
 
-// stateful reports whether the job has stores.
+// stateful reports whether the job has stores (global tables included).
 func (r *Runner) stateful() bool {
+	if len(r.topo.GlobalTables()) > 0 {
+		return true
+	}
 	for _, sub := range r.topo.Subtopologies() {
 		if len(sub.Stores) > 0 {
 			return true
@@ -247,7 +268,6 @@ func (r *Runner) stateful() bool {
 type member struct {
 	r          *Runner
 	cl         *kgo.Client
-	txn        txnState // under exactly-once
 	adm        *kadm.Client
 	base       []kgo.Opt // how to reach the brokers, for restore consumers
 	topicIDs   map[string][16]byte
@@ -255,6 +275,9 @@ type member struct {
 	partitions map[string]int32 // every topic of the job, internal ones included
 	blockCache *pebble.Cache    // shared by the tasks' Pebble stores
 	bad        *badRecords      // what to do with records that fail; see policy.go
+
+	globals *state.GlobalStores // the job's global tables; see global.go
+	paused  map[partKey]bool    // paused while their task waits; see merge.go
 
 	// For UntilEnd: where each input partition starts and ends.
 	starts, ends kadm.ListedOffsets
@@ -264,8 +287,6 @@ type member struct {
 	tasks map[stream.TaskID]*task
 
 	restorePending atomic.Bool   // tasks wait for their stores' restore
-	backlog        atomic.Bool   // tasks have records queued; see processLocked
-	drainBy        time.Time     // when tasks stop draining to let the loop commit
 	backoff        time.Duration // between retries while the brokers are unreachable; see outwait
 	pollMu         sync.Mutex
 	pollCancel     context.CancelFunc // ends the poll in progress
@@ -273,16 +294,17 @@ type member struct {
 	produceErr atomic.Pointer[error] // the first failed output write
 	stopCtx    context.Context       // of every write: ends Config.ShutdownTimeout after the run's context
 	in, out    atomic.Int64
+	outCounter map[string]prometheus.Counter // by topic; read-only
 	lastCommit time.Time
 }
 
 // task is one task's processors, its input positions and its stores.
 type task struct {
 	*engine.Task
-	m      *member
-	inputs []*input                      // sorted by topic
-	err    error                         // the error that stopped the last batch
-	out    map[string]prometheus.Counter // records written, by topic; see countOut
+	m         *member
+	inputs    []*input // sorted by topic
+	err       error    // the error that stopped the last batch
+	inCounter prometheus.Counter
 
 	stores       *state.TaskStores        // nil for a stateless task
 	logs         map[string]*changelogPos // by store
@@ -301,15 +323,13 @@ func (t *task) close() error {
 
 // input is one input partition of a task.
 type input struct {
-	records   prometheus.Counter // of the records processed; see countIn
-	processed int64              // records processed since countIn last counted them
-
 	topic string
 	// next is the offset after the last record processed: what to commit.
 	// Offset -1 means unknown.
 	next  kgo.EpochOffset
 	dirty bool // next moved since the last commit
 	queue []*kgo.Record
+	merge mergeState // see merge.go
 }
 
 func (m *member) taskID(topic string, partition int32) (stream.TaskID, bool) {
@@ -343,12 +363,6 @@ func (m *member) loadBounds(ctx context.Context) error {
 func (m *member) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.assignLocked(ctx, assigned, "tasks assigned")
-}
-
-// assignLocked creates the tasks of the partitions in assigned that have
-// none, and adds the partitions to their tasks' inputs.
-func (m *member) assignLocked(ctx context.Context, assigned map[string][]int32, why string) {
 	var committed kadm.OffsetResponses
 	if m.r.cfg.UntilEnd {
 		var err error
@@ -403,13 +417,13 @@ func (m *member) assignLocked(ctx context.Context, assigned map[string][]int32, 
 		m.wake()
 	}
 	slices.Sort(added)
-	m.log.Info(why, "added", strings.Join(added, ","), "owned", len(m.tasks))
+	m.log.Info("tasks assigned", "added", strings.Join(added, ","), "owned", len(m.tasks))
 }
 
 // newTask creates task id: its stores, if it has any (restored later, by
 // the loop), and its processors.
 func (m *member) newTask(ctx context.Context, id stream.TaskID) (*task, error) {
-	t := &task{m: m}
+	t := &task{m: m, inCounter: m.r.metrics.recordsIn.WithLabelValues(id.String())}
 	specs := m.r.topo.Subtopologies()[id.Subtopology].Stores
 	if len(specs) > 0 {
 		t.logs = map[string]*changelogPos{}
@@ -422,7 +436,7 @@ func (m *member) newTask(ctx context.Context, id stream.TaskID) (*task, error) {
 		}
 		t.restoring = true
 	}
-	et, err := engine.NewTask(ctx, m.r.topo, id, m, m.partitions, t.stores, m.bad.taskOptions()...)
+	et, err := engine.NewTask(ctx, m.r.topo, id, m, m.partitions, t.stores, append(m.bad.taskOptions(), m.joinOptions()...)...)
 	if err == nil {
 		err = et.Init()
 	}
@@ -436,16 +450,10 @@ func (m *member) newTask(ctx context.Context, id stream.TaskID) (*task, error) {
 	return t, nil
 }
 
-// revoked commits what was processed and closes the revoked tasks. Under
-// exactly-once the loop allows rebalances only between transactions, so
-// there is nothing to commit here.
+// revoked commits what was processed and closes the revoked tasks.
 func (m *member) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.exactlyOnce() {
-		m.dropLocked(revoked, "revoked")
-		return
-	}
 	if err := m.commitLocked(ctx); err != nil {
 		m.log.Error("commit before giving up tasks failed; their new owner will re-process from the last commit", "error", err)
 	}
@@ -510,7 +518,6 @@ func (m *member) Emit(topic string, partition int32, rec stream.RawRecord) {
 	// Not the run context: a shutdown must still deliver what was
 	// processed before it commits, unless the brokers are down past its
 	// deadline.
-	m.txn.records.Add(1)
 	m.cl.Produce(m.stopCtx, kr, m.produced)
 }
 
@@ -532,12 +539,8 @@ func (m *member) run(ctx context.Context) (err error) {
 	for {
 		if m.restorePending.Swap(false) {
 			m.mu.Lock()
-			m.observeLocked() // shows the tasks restoring
 			err := m.restoreLocked(ctx)
 			m.mu.Unlock()
-			if err != nil && ctx.Err() != nil {
-				return nil // stopped while restoring
-			}
 			if err != nil {
 				if !m.outwait(ctx, "restore", err) {
 					return err
@@ -560,29 +563,22 @@ func (m *member) run(ctx context.Context) (err error) {
 			return ferr
 		}
 		m.mu.Lock()
-		// Under exactly-once a transaction is always open while
-		// processing: everything a task writes goes into it.
-		err := m.beginLocked(ctx)
-		if err == nil {
-			err = m.processLocked(recs)
-		}
+		err := m.processLocked(recs)
 		if err == nil {
 			err = m.failed()
 		}
-		// Once ctx is done, shutdown commits, with a deadline of its own.
-		if err == nil && ctx.Err() == nil && (time.Since(m.lastCommit) >= m.r.cfg.CommitInterval || m.cachesFullLocked() || m.txn.rebalanceWaiting.Load()) {
+		if err == nil && (time.Since(m.lastCommit) >= m.r.cfg.CommitInterval || m.cachesFullLocked()) {
 			err = m.commitLocked(ctx)
 			switch {
 			case ctx.Err() != nil:
 				err = nil // shutting down: shutdown commits, with its own deadline
-			case !m.exactlyOnce() && transient(err):
+			case transient(err):
 				// Nothing is lost: what was processed stays pending and
 				// the next commit, an interval later, takes it along.
 				m.log.Warn("commit failed: the brokers cannot be reached; retrying at the next commit", "error", err)
 				err = nil
 			}
 		}
-		idle := m.txnIdleLocked()
 		var done bool
 		if err == nil && m.r.cfg.UntilEnd {
 			done, err = m.reachedEndLocked(ctx)
@@ -590,7 +586,6 @@ func (m *member) run(ctx context.Context) (err error) {
 				done, err = false, nil // asked again on the next round
 			}
 		}
-		m.observeLocked()
 		m.mu.Unlock()
 		if err != nil {
 			return err
@@ -599,12 +594,7 @@ func (m *member) run(ctx context.Context) (err error) {
 			m.log.Info("reached the end offsets seen at start")
 			return nil
 		}
-		// A transaction ends before its tasks can be revoked: a
-		// rebalance waits for the commit it triggers.
-		if idle {
-			m.txn.rebalanceWaiting.Store(false)
-			m.cl.AllowRebalance()
-		}
+		m.cl.AllowRebalance()
 	}
 }
 
@@ -623,9 +613,6 @@ func (m *member) poll(ctx context.Context) kgo.Fetches {
 	if m.r.cfg.UntilEnd {
 		wait = min(wait, untilEndPoll)
 	}
-	if m.backlog.Load() {
-		wait = time.Millisecond // records are queued: take what arrived and go on
-	}
 	pctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	m.pollMu.Lock()
@@ -639,30 +626,6 @@ func (m *member) poll(ctx context.Context) kgo.Fetches {
 		return nil // nothing arrived in time, or a restore is waiting
 	}
 	return recs
-}
-
-// noteBacklogLocked notes whether a task has records queued that it can
-// process without new input.
-func (m *member) noteBacklogLocked() {
-	backlog := false
-	for _, t := range m.tasks {
-		backlog = backlog || t.backlogged()
-	}
-	m.backlog.Store(backlog)
-}
-
-// backlogged reports whether the task has records queued that it can
-// process now.
-func (t *task) backlogged() bool {
-	if t.restoring || t.err != nil {
-		return false
-	}
-	for _, in := range t.inputs {
-		if len(in.queue) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // wake makes the loop's current poll return, so that the loop restores
@@ -690,14 +653,7 @@ func (m *member) cachesFullLocked() bool {
 // processLocked runs the polled records through their tasks, tasks in
 // parallel up to Config.Threads, each task's records in order.
 func (m *member) processLocked(fetches kgo.Fetches) error {
-	m.drainBy = m.lastCommit.Add(m.r.cfg.CommitInterval)
-	defer m.noteBacklogLocked()
 	var active []*task
-	for _, id := range slices.SortedFunc(maps.Keys(m.tasks), compareTaskIDs) {
-		if t := m.tasks[id]; t.backlogged() {
-			active = append(active, t) // records left by a round cut short
-		}
-	}
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		id, _ := m.taskID(fp.Topic, fp.Partition)
 		t := m.tasks[id]
@@ -710,9 +666,11 @@ func (m *member) processLocked(fetches kgo.Fetches) error {
 					active = append(active, t)
 				}
 				in.queue = append(in.queue, fp.Records...)
+				in.sawFetch(fp.FetchPartition)
 			}
 		}
 	})
+	m.mergeLocked(active) // see merge.go
 	if len(active) == 0 {
 		return nil
 	}
@@ -741,55 +699,36 @@ func (m *member) processLocked(fetches kgo.Fetches) error {
 }
 
 // drain processes the task's queued records, counts them and returns how
-// many. With
-// several input partitions it takes the record with the lowest timestamp
-// next (the first topic by name on a tie), as Kafka Streams does. It stops
-// at the first error, leaving it in t.err and the failed record queued.
+// many. With several input partitions it takes the record with the lowest
+// timestamp next (the first topic by name on a tie), as Kafka Streams
+// does, and waits while a partition with nothing queued is behind its end
+// (see merge.go). It stops at the first error, leaving it in t.err and the
+// failed record queued.
 func (t *task) drain() (n int) {
-	start := time.Now()
 	defer func() {
-		t.m.r.metrics.processSeconds.Observe(time.Since(start).Seconds())
-		for _, in := range t.inputs {
-			t.countIn(in)
-		}
+		t.inCounter.Add(float64(n))
 		t.TakeEmitted(func(topic string, n int64) {
 			t.m.out.Add(n)
-			t.countOut(topic, n)
+			t.m.outCounter[topic].Add(float64(n))
 		})
 	}()
 	if len(t.inputs) == 1 {
 		return t.drainInput(t.inputs[0], -1)
 	}
 	for t.err == nil {
-		var next *input
-		for _, in := range t.inputs {
-			if len(in.queue) > 0 && (next == nil || in.queue[0].Timestamp.Before(next.queue[0].Timestamp)) {
-				next = in
-			}
-		}
+		next := t.nextInput()
 		if next == nil {
 			break
 		}
 		n += t.drainInput(next, 1)
-		if t.m.drainDue(n) {
-			break
-		}
 	}
 	return n
-}
-
-// drainDue reports, every few records, whether a task should stop
-// draining its queues so that the loop can commit: the commit interval
-// is up, or a rebalance waits for the open transaction. The rest stays
-// queued for the next round.
-func (m *member) drainDue(n int) bool {
-	return n > 0 && n%16 == 0 && (time.Now().After(m.drainBy) || m.txn.rebalanceWaiting.Load())
 }
 
 // drainInput processes up to limit records of in's queue (all if limit is
 // negative) and returns how many.
 func (t *task) drainInput(in *input, limit int) (n int) {
-	for len(in.queue) > 0 && (limit < 0 || n < limit) && !t.m.drainDue(n) {
+	for len(in.queue) > 0 && (limit < 0 || n < limit) {
 		r := in.queue[0]
 		if !r.Attrs.IsControl() {
 			raw := stream.RawRecord{
@@ -807,7 +746,6 @@ func (t *task) drainInput(in *input, limit int) (n int) {
 				return n
 			}
 			n++
-			in.processed++
 		}
 		in.queue[0] = nil
 		in.queue = in.queue[1:]
@@ -825,63 +763,110 @@ func (t *task) drainInput(in *input, limit int) (n int) {
 //  1. each task's stores write their changes to their changelogs;
 //  2. wait until the brokers acknowledge every output and changelog write;
 //  3. commit the input offsets of the records processed, with the
-//     changelog offsets they correspond to as commit metadata (under
-//     exactly-once: in the transaction, which then commits);
+//     changelog offsets they correspond to as commit metadata;
 //  4. apply the stores' changes to the local stores, with those changelog
 //     offsets.
 //
 // If any write failed it commits nothing and returns that error. If the
 // group refuses the commit (we lost the tasks), the changes stay pending:
-// the next owner restores from the last commit. Under exactly-once a
-// refused commit aborts the transaction, and every task starts again from
-// the last commit.
+// the next owner restores from the last commit.
 func (m *member) commitLocked(ctx context.Context) error {
 	start := time.Now()
-	if m.exactlyOnce() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-		defer cancel()
-	}
-	if m.exactlyOnce() && !m.txn.open {
-		if len(m.changedLocked()) == 0 {
-			m.lastCommit = time.Now()
-			return nil
-		}
-		if err := m.beginLocked(ctx); err != nil { // for changes made by a restore
-			return err
-		}
-	}
 	for _, t := range m.tasks {
 		if t.restoring {
 			continue
 		}
 		if err := t.Flush(); err != nil {
-			return m.abortLocked(ctx, err)
+			return err
 		}
 		if t.stores != nil && len(t.stores.Flush()) > 0 {
 			t.stateChanged = true
 		}
 	}
 	if err := m.cl.Flush(ctx); err != nil {
-		return m.abortLocked(ctx, fmt.Errorf("runner: flush outputs: %w", err))
+		return fmt.Errorf("runner: flush outputs: %w", err)
 	}
 	if err := m.failed(); err != nil {
-		return m.abortLocked(ctx, err)
-	}
-	changed := m.changedLocked()
-	m.lastCommit = time.Now()
-	var ok bool
-	var err error
-	if m.exactlyOnce() {
-		ok, err = m.endTxnLocked(ctx, changed)
-	} else {
-		ok, err = m.commitOffsetsLocked(ctx, changed)
-	}
-	if err != nil || !ok {
 		return err
 	}
 
-	for _, t := range changed {
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group = m.r.topo.Name()
+	req.MemberID, req.Generation = m.cl.GroupMetadata()
+	topics := map[string]int{} // index in req.Topics
+	var committed []*task
+	for _, id := range slices.SortedFunc(maps.Keys(m.tasks), compareTaskIDs) {
+		t := m.tasks[id]
+		changed := t.stateChanged
+		for _, in := range t.inputs {
+			changed = changed || in.dirty
+		}
+		if t.restoring || !changed {
+			continue
+		}
+		var meta *string
+		if t.stores != nil {
+			offsets := map[string]int64{}
+			for name, pos := range t.logs {
+				if spec, _ := m.r.topo.Store(name); spec.Changelog == "" {
+					offsets[name] = pos.end()
+				}
+			}
+			meta = kmsg.StringPtr(encodeTaskMeta(offsets, t.StreamTime()))
+		}
+		added := false
+		for _, in := range t.inputs {
+			if in.next.Offset < 0 {
+				continue // nothing known to commit yet
+			}
+			i, ok := topics[in.topic]
+			if !ok {
+				i = len(req.Topics)
+				topics[in.topic] = i
+				rt := kmsg.NewOffsetCommitRequestTopic()
+				rt.Topic = in.topic
+				rt.TopicID = m.topicIDs[in.topic]
+				req.Topics = append(req.Topics, rt)
+			}
+			rp := kmsg.NewOffsetCommitRequestTopicPartition()
+			rp.Partition = id.Partition
+			rp.Offset = in.next.Offset
+			rp.LeaderEpoch = in.next.Epoch
+			rp.Metadata = meta
+			req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
+			added = true
+		}
+		if added {
+			committed = append(committed, t)
+		}
+	}
+	m.lastCommit = time.Now()
+	if len(committed) == 0 {
+		return nil
+	}
+	resp, err := req.RequestWith(ctx, m.cl)
+	if err == nil {
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if e := kerr.ErrorForCode(p.ErrorCode); e != nil {
+					err = errors.Join(err, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, e))
+				}
+			}
+		}
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, kerr.RebalanceInProgress), errors.Is(err, kerr.IllegalGeneration),
+		errors.Is(err, kerr.UnknownMemberID), errors.Is(err, kerr.FencedInstanceID):
+		// We are no longer the owner: the new owner re-processes from
+		// the last commit, which at-least-once allows.
+		m.log.Warn("commit refused by the group; tasks will be re-processed by their new owner", "error", err)
+		return nil
+	default:
+		return fmt.Errorf("runner: commit offsets: %w", err)
+	}
+
+	for _, t := range committed {
 		for _, in := range t.inputs {
 			in.dirty = false
 		}
@@ -908,102 +893,8 @@ func (m *member) commitLocked(ctx context.Context) error {
 	}
 	m.r.metrics.commits.Inc()
 	m.r.metrics.commitSeconds.Observe(time.Since(start).Seconds())
-	m.log.Debug("committed", "tasks", len(changed), "took", time.Since(start), "records_in", m.in.Load(), "records_out", m.out.Load())
+	m.log.Debug("committed", "tasks", len(committed), "took", time.Since(start), "records_in", m.in.Load(), "records_out", m.out.Load())
 	return nil
-}
-
-// changedLocked returns the tasks with input processed or state changed
-// since the last commit, in task order, that know an offset to commit.
-func (m *member) changedLocked() []*task {
-	var changed []*task
-	for _, id := range slices.SortedFunc(maps.Keys(m.tasks), compareTaskIDs) {
-		t := m.tasks[id]
-		if t.restoring {
-			continue
-		}
-		dirty, known := t.stateChanged, false
-		for _, in := range t.inputs {
-			dirty = dirty || in.dirty
-			known = known || in.next.Offset >= 0
-		}
-		if dirty && known {
-			changed = append(changed, t)
-		}
-	}
-	return changed
-}
-
-// commitMeta is the commit metadata of task t: the changelog offset each
-// of its stores reflects once the commit succeeds (nil for a stateless
-// task).
-func (m *member) commitMeta(t *task) *string {
-	if t.stores == nil {
-		return nil
-	}
-	offsets := map[string]int64{}
-	for name, pos := range t.logs {
-		if spec, _ := m.r.topo.Store(name); spec.Changelog == "" {
-			offsets[name] = pos.end()
-		}
-	}
-	return kmsg.StringPtr(encodeTaskMeta(offsets, t.StreamTime()))
-}
-
-// commitOffsetsLocked commits the input offsets of tasks, at-least-once.
-// It reports false, with no error, if the group refused the commit.
-func (m *member) commitOffsetsLocked(ctx context.Context, tasks []*task) (bool, error) {
-	if len(tasks) == 0 {
-		return false, nil
-	}
-	req := kmsg.NewPtrOffsetCommitRequest()
-	req.Group = m.r.topo.Name()
-	req.MemberID, req.Generation = m.cl.GroupMetadata()
-	topics := map[string]int{} // index in req.Topics
-	for _, t := range tasks {
-		meta := m.commitMeta(t)
-		for _, in := range t.inputs {
-			if in.next.Offset < 0 {
-				continue // nothing known to commit yet
-			}
-			i, ok := topics[in.topic]
-			if !ok {
-				i = len(req.Topics)
-				topics[in.topic] = i
-				rt := kmsg.NewOffsetCommitRequestTopic()
-				rt.Topic = in.topic
-				rt.TopicID = m.topicIDs[in.topic]
-				req.Topics = append(req.Topics, rt)
-			}
-			rp := kmsg.NewOffsetCommitRequestTopicPartition()
-			rp.Partition = t.ID().Partition
-			rp.Offset = in.next.Offset
-			rp.LeaderEpoch = in.next.Epoch
-			rp.Metadata = meta
-			req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
-		}
-	}
-	resp, err := req.RequestWith(ctx, m.cl)
-	if err == nil {
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if e := kerr.ErrorForCode(p.ErrorCode); e != nil {
-					err = errors.Join(err, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, e))
-				}
-			}
-		}
-	}
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, kerr.RebalanceInProgress), errors.Is(err, kerr.IllegalGeneration),
-		errors.Is(err, kerr.UnknownMemberID), errors.Is(err, kerr.FencedInstanceID):
-		// We are no longer the owner: the new owner re-processes from
-		// the last commit, which at-least-once allows.
-		m.log.Warn("commit refused by the group; tasks will be re-processed by their new owner", "error", err)
-		return false, nil
-	default:
-		return false, fmt.Errorf("runner: commit offsets: %w", err)
-	}
 }
 
 func compareTaskIDs(a, b stream.TaskID) int {
