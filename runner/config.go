@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
@@ -37,11 +38,23 @@ type Config struct {
 	// embedded.DefaultListen (127.0.0.1:9092).
 	EmbeddedListen string
 
+	// Processing is the delivery guarantee. Default: AtLeastOnce.
+	Processing Guarantee
+	// TransactionalID names this instance's transactional producer under
+	// ExactlyOnce. It must be unique among the running instances of the
+	// job and stable across restarts of one instance: a restarted
+	// instance then aborts the transaction its predecessor left open at
+	// once, instead of waiting for the transaction timeout. Default: the
+	// job name, the host name and a hash of StateDir.
+	TransactionalID string
+
 	// CommitInterval is how often outputs are flushed and input offsets
-	// committed. A crash re-processes about this much input, plus the
+	// committed (one transaction each, under ExactlyOnce). Under
+	// at-least-once a crash re-processes about this much input, plus the
 	// batch in progress (up to 10,000 records): the interval is checked
-	// between batches.
-	// Default: 5s.
+	// between batches. Under exactly-once it bounds how long outputs
+	// stay invisible to read_committed readers.
+	// Default: 5s, or 100ms under ExactlyOnce.
 	CommitInterval time.Duration
 	// UntilEnd makes Run return once the input offsets it owns reach the
 	// end offsets seen when it started, after a final commit.
@@ -106,6 +119,37 @@ type Config struct {
 	Logger hclog.Logger
 }
 
+// Guarantee is a processing guarantee.
+type Guarantee string
+
+const (
+	// AtLeastOnce commits input offsets after the outputs and changelog
+	// writes they caused are acknowledged: a crash may repeat outputs
+	// (never state: see the README), never lose them.
+	AtLeastOnce Guarantee = "at-least-once"
+	// ExactlyOnce writes outputs, changelog records and input offsets in
+	// one Kafka transaction per commit interval: each input record
+	// affects outputs and state exactly once, for readers that read
+	// committed records only (isolation.level=read_committed).
+	ExactlyOnce Guarantee = "exactly-once"
+)
+
+// defaultTransactionalID derives an instance's transactional ID from what
+// tells instances apart and stays put across its restarts: the host and
+// the state directory (which one running instance holds locked).
+func defaultTransactionalID(job, stateDir string) string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "localhost"
+	}
+	if abs, err := filepath.Abs(stateDir); err == nil {
+		stateDir = abs
+	}
+	h := fnv.New32a()
+	h.Write([]byte(stateDir))
+	return fmt.Sprintf("%s-%s-%08x", job, host, h.Sum32())
+}
+
 // EnsureDefaults fills in the defaults of unset fields.
 func (c *Config) EnsureDefaults(job string) {
 	if c.StateDir == "" {
@@ -114,8 +158,17 @@ func (c *Config) EnsureDefaults(job string) {
 	if c.EmbeddedListen == "" {
 		c.EmbeddedListen = embedded.DefaultListen
 	}
+	if c.Processing == "" {
+		c.Processing = AtLeastOnce
+	}
 	if c.CommitInterval == 0 {
 		c.CommitInterval = 5 * time.Second
+		if c.Processing == ExactlyOnce {
+			c.CommitInterval = 100 * time.Millisecond
+		}
+	}
+	if c.TransactionalID == "" && c.Processing == ExactlyOnce {
+		c.TransactionalID = defaultTransactionalID(job, c.StateDir)
 	}
 	if c.Threads == 0 {
 		c.Threads = runtime.GOMAXPROCS(0)
@@ -146,7 +199,9 @@ func (c *Config) EnsureDefaults(job string) {
 // Validate reports the first unusable setting.
 func (c *Config) Validate() error {
 	switch {
-	case c.CommitInterval <= 0:
+	case c.Processing != AtLeastOnce && c.Processing != ExactlyOnce:
+		return fmt.Errorf("runner: processing %q: want %q or %q", c.Processing, AtLeastOnce, ExactlyOnce)
+	case c.CommitInterval < 0: // zero is the default
 		return fmt.Errorf("runner: commit interval %s: must be positive", c.CommitInterval)
 	case c.OnDeserializeError != "" && !validPolicy(c.OnDeserializeError):
 		return fmt.Errorf("runner: on-deserialize-error %q: want fail, skip or dlq", c.OnDeserializeError)
@@ -285,7 +340,7 @@ func (f *flagSet) usage(w io.Writer) {
 		switch {
 		case s.secret:
 			fmt.Fprint(w, "; no default, never printed")
-		case fl.DefValue != "" && fl.DefValue != "false":
+		case fl.DefValue != "" && fl.DefValue != "false" && fl.DefValue != "0s": // a zero duration: the usage says
 			fmt.Fprintf(w, "; default %s", fl.DefValue)
 		}
 		fmt.Fprintln(w)

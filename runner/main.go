@@ -40,7 +40,10 @@ type cli struct {
 // error. Commands:
 //
 //	run            process the job's input (the default)
-//	describe       print the job's topology
+//	describe       print the job's topology: text, Mermaid or Graphviz DOT
+//	status         show the job's instances, their tasks, lag and commits
+//	replay         move a stopped job's input offsets, resetting its state
+//	state          read a store: state get STORE KEY, state scan STORE [PREFIX]
 //	create-topics  create the job's missing input and output topics
 //
 // Every flag can also be set from the environment: --commit-interval from
@@ -75,11 +78,13 @@ func Command(ctx context.Context, job *stream.Job, args []string, stdout, stderr
 		err = c.replay(ctx, args)
 	case "status":
 		err = c.status(ctx, args)
+	case "state":
+		err = c.stateCmd(ctx, args)
 	case "help", "-h", "--help":
 		c.help()
 		return 0
 	default:
-		fmt.Fprintf(stderr, "%s: unknown command %q (commands: run, describe, create-topics, help)\n", job.Name(), cmd)
+		fmt.Fprintf(stderr, "%s: unknown command %q (commands: run, describe, status, replay, state, create-topics, help)\n", job.Name(), cmd)
 		return 2
 	}
 	var usage usageError
@@ -117,7 +122,9 @@ func (c *cli) runFlagSet(cmd string) (*flagSet, *runFlags) {
 	rf.brokerFlags.register(f)
 	f.String(&rf.listen, "embedded-listen", embedded.DefaultListen, "`host:port` for the embedded broker started when --brokers is empty")
 	f.String(&rf.cfg.StateDir, "state-dir", filepath.Join(os.TempDir(), "samsa", c.job.Name()), "`dir`ectory for local state and the embedded broker's data")
-	f.Duration(&rf.cfg.CommitInterval, "commit-interval", defaultConfig.CommitInterval, "how often to flush outputs and commit input offsets; a crash re-processes at most about this much input")
+	f.String((*string)(&rf.cfg.Processing), "processing", string(AtLeastOnce), "delivery guarantee: at-least-once or exactly-once (outputs, state and offsets in one transaction per commit; readers must use read_committed)")
+	f.Duration(&rf.cfg.CommitInterval, "commit-interval", 0, "how often to flush outputs and commit input offsets; a crash re-processes at most about this much input (default 5s, 100ms under exactly-once)")
+	f.String(&rf.cfg.TransactionalID, "transactional-id", "", "transactional `id` of this instance under exactly-once: unique per running instance, stable across its restarts (default: job, host name and a hash of --state-dir)")
 	f.Bool(&rf.cfg.UntilEnd, "until-end", false, "process up to the end offsets seen at start, commit, and exit")
 	f.String((*string)(&rf.cfg.OnDeserializeError), "on-deserialize-error", "", "`policy` for an input record whose key, value or timestamp does not decode: fail (stop at it), skip, or dlq (write it to <job>-dlq); default: the job's, fail unless it sets one")
 	f.String((*string)(&rf.cfg.OnProcessError), "on-process-error", "", "`policy` for a record whose processing returns an error or panics: fail, skip or dlq, as above")
@@ -224,13 +231,31 @@ func (c *cli) help() {
 	name := filepath.Base(os.Args[0])
 	fmt.Fprintf(w, "%s: the samsa job %q\n\nUsage:\n  %s [command] [flags]\n\nCommands:\n", name, c.job.Name(), name)
 	fmt.Fprintln(w, "  run            process the job's input (the default command)")
-	fmt.Fprintln(w, "  describe       print the job's topology")
+	fmt.Fprintln(w, "  describe       print the job's topology: --format text, mermaid or dot")
+	fmt.Fprintln(w, "  status         show the job's instances, the tasks each holds, lag and commit age")
+	fmt.Fprintln(w, "  replay         move a stopped job's input offsets --from earliest, latest, an offset or a time,")
+	fmt.Fprintln(w, "                 resetting its state unless --keep-state; --dry-run prints the plan")
+	fmt.Fprintln(w, "  state          read a store: state get STORE KEY, state scan STORE [PREFIX]")
 	fmt.Fprintln(w, "  create-topics  create the job's missing input and output topics")
 	fmt.Fprintln(w, "  help           this help")
 	fmt.Fprintln(w, "\nFlags of run (each also read from the environment variable named with it):")
 	f, _ := c.runFlagSet("run")
 	f.usage(w)
-	fmt.Fprintln(w, "\nFlags of create-topics: the broker flags above, and:")
+	seen := map[string]bool{}
+	for _, s := range f.specs {
+		seen[s.name] = true
+	}
+	fmt.Fprintln(w, "\nFlags of create-topics: the broker flags, --embedded-listen and --state-dir above, and:")
 	f, _, _ = c.topicsFlagSet()
-	f.usage(w)
+	f.usageExcept(w, seen)
+	fmt.Fprintln(w, "\nFlags of describe, status and replay: the broker flags, --embedded-listen, --state-dir and")
+	fmt.Fprintln(w, "--connect-timeout above (without --brokers they use the embedded broker listening at")
+	fmt.Fprintln(w, "--embedded-listen, or replay and status start one on the data under --state-dir), and:")
+	f, _, _ = c.describeFlagSet()
+	f.usageExcept(w, seen)
+	f, _, _ = c.replayFlagSet()
+	f.usageExcept(w, seen)
+	fmt.Fprintln(w, "\nFlags of state: --state-dir and --http-addr above (the instance to read from), and:")
+	f, _ = c.stateFlagSet()
+	f.usageExcept(w, seen)
 }

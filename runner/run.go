@@ -115,23 +115,16 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.cfg.HTTPAddr != "" {
 		hctx, stop := context.WithCancel(ctx)
 		defer stop()
-		addr, err := serveHTTP(hctx, r.cfg.HTTPAddr, r.metrics)
+		addr, err := r.serveHTTP(hctx)
 		if err != nil {
 			return err
 		}
-		r.log.Info("serving metrics", "url", "http://"+addr+"/metrics")
-	}
-	out := map[string]prometheus.Counter{}
-	for _, t := range append(r.topo.Outputs(), r.topo.SourceTopics()...) {
-		out[t] = r.metrics.recordsOut.WithLabelValues(t)
-	}
-	for _, it := range r.topo.Internal() {
-		out[it.Name] = r.metrics.recordsOut.WithLabelValues(it.Name)
+		r.log.Info("serving metrics", "url", "http://"+addr+"/metrics",
+			"endpoints", "/metrics /healthz /readyz /status /state/{store}")
 	}
 
 	m := &member{
 		r:          r,
-		outCounter: out,
 		adm:        adm,
 		base:       base,
 		topicIDs:   topicIDs,
@@ -140,7 +133,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		tasks:      map[stream.TaskID]*task{},
 		bad:        bad,
 	}
-	if r.stateful() {
+	// Under exactly-once the lock also keeps two instances from sharing
+	// the transactional ID derived from the state directory.
+	if r.stateful() || r.cfg.Processing == ExactlyOnce {
 		lock, err := lockStateDir(r.cfg.StateDir)
 		if err != nil {
 			return err
@@ -197,15 +192,17 @@ func (r *Runner) Run(ctx context.Context) error {
 	// callbacks, which lock m.mu, may run before NewClient returns, and
 	// must find m.cl set.
 	m.mu.Lock()
-	cl, err := kgo.NewClient(opts...)
-	m.cl = cl
+	if r.cfg.Processing == ExactlyOnce {
+		opts = append(opts, m.transactionalOpts()...)
+	}
+	m.cl, err = kgo.NewClient(opts...)
 	m.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
 	r.log.Info("starting", "job", r.topo.Name(), "brokers", strings.Join(r.cfg.Brokers, ","),
 		"inputs", strings.Join(r.topo.Inputs(), ","), "outputs", strings.Join(r.topo.Outputs(), ","),
-		"commit_interval", r.cfg.CommitInterval)
+		"processing", r.cfg.Processing, "commit_interval", r.cfg.CommitInterval)
 	stopCtx, stop := stopContext(ctx, r.cfg.ShutdownTimeout)
 	defer stop()
 	m.stopCtx = stopCtx
@@ -268,6 +265,7 @@ func (r *Runner) stateful() bool {
 type member struct {
 	r          *Runner
 	cl         *kgo.Client
+	txn        txnState // under exactly-once
 	adm        *kadm.Client
 	base       []kgo.Opt // how to reach the brokers, for restore consumers
 	topicIDs   map[string][16]byte
@@ -287,6 +285,8 @@ type member struct {
 	tasks map[stream.TaskID]*task
 
 	restorePending atomic.Bool   // tasks wait for their stores' restore
+	backlog        atomic.Bool   // tasks have records queued; see processLocked
+	drainBy        time.Time     // when tasks stop draining to let the loop commit
 	backoff        time.Duration // between retries while the brokers are unreachable; see outwait
 	pollMu         sync.Mutex
 	pollCancel     context.CancelFunc // ends the poll in progress
@@ -294,17 +294,16 @@ type member struct {
 	produceErr atomic.Pointer[error] // the first failed output write
 	stopCtx    context.Context       // of every write: ends Config.ShutdownTimeout after the run's context
 	in, out    atomic.Int64
-	outCounter map[string]prometheus.Counter // by topic; read-only
 	lastCommit time.Time
 }
 
 // task is one task's processors, its input positions and its stores.
 type task struct {
 	*engine.Task
-	m         *member
-	inputs    []*input // sorted by topic
-	err       error    // the error that stopped the last batch
-	inCounter prometheus.Counter
+	m      *member
+	inputs []*input                      // sorted by topic
+	err    error                         // the error that stopped the last batch
+	out    map[string]prometheus.Counter // records written, by topic; see countOut
 
 	stores       *state.TaskStores        // nil for a stateless task
 	logs         map[string]*changelogPos // by store
@@ -323,6 +322,9 @@ func (t *task) close() error {
 
 // input is one input partition of a task.
 type input struct {
+	records   prometheus.Counter // of the records processed; see countIn
+	processed int64              // records processed since countIn last counted them
+
 	topic string
 	// next is the offset after the last record processed: what to commit.
 	// Offset -1 means unknown.
@@ -363,6 +365,12 @@ func (m *member) loadBounds(ctx context.Context) error {
 func (m *member) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.assignLocked(ctx, assigned, "tasks assigned")
+}
+
+// assignLocked creates the tasks of the partitions in assigned that have
+// none, and adds the partitions to their tasks' inputs.
+func (m *member) assignLocked(ctx context.Context, assigned map[string][]int32, why string) {
 	var committed kadm.OffsetResponses
 	if m.r.cfg.UntilEnd {
 		var err error
@@ -417,13 +425,13 @@ func (m *member) assigned(ctx context.Context, _ *kgo.Client, assigned map[strin
 		m.wake()
 	}
 	slices.Sort(added)
-	m.log.Info("tasks assigned", "added", strings.Join(added, ","), "owned", len(m.tasks))
+	m.log.Info(why, "added", strings.Join(added, ","), "owned", len(m.tasks))
 }
 
 // newTask creates task id: its stores, if it has any (restored later, by
 // the loop), and its processors.
 func (m *member) newTask(ctx context.Context, id stream.TaskID) (*task, error) {
-	t := &task{m: m, inCounter: m.r.metrics.recordsIn.WithLabelValues(id.String())}
+	t := &task{m: m}
 	specs := m.r.topo.Subtopologies()[id.Subtopology].Stores
 	if len(specs) > 0 {
 		t.logs = map[string]*changelogPos{}
@@ -450,10 +458,16 @@ func (m *member) newTask(ctx context.Context, id stream.TaskID) (*task, error) {
 	return t, nil
 }
 
-// revoked commits what was processed and closes the revoked tasks.
+// revoked commits what was processed and closes the revoked tasks. Under
+// exactly-once the loop allows rebalances only between transactions, so
+// there is nothing to commit here.
 func (m *member) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.exactlyOnce() {
+		m.dropLocked(revoked, "revoked")
+		return
+	}
 	if err := m.commitLocked(ctx); err != nil {
 		m.log.Error("commit before giving up tasks failed; their new owner will re-process from the last commit", "error", err)
 	}
@@ -518,6 +532,7 @@ func (m *member) Emit(topic string, partition int32, rec stream.RawRecord) {
 	// Not the run context: a shutdown must still deliver what was
 	// processed before it commits, unless the brokers are down past its
 	// deadline.
+	m.txn.records.Add(1)
 	m.cl.Produce(m.stopCtx, kr, m.produced)
 }
 
@@ -539,8 +554,12 @@ func (m *member) run(ctx context.Context) (err error) {
 	for {
 		if m.restorePending.Swap(false) {
 			m.mu.Lock()
+			m.observeLocked() // shows the tasks restoring
 			err := m.restoreLocked(ctx)
 			m.mu.Unlock()
+			if err != nil && ctx.Err() != nil {
+				return nil // stopped while restoring
+			}
 			if err != nil {
 				if !m.outwait(ctx, "restore", err) {
 					return err
@@ -563,22 +582,29 @@ func (m *member) run(ctx context.Context) (err error) {
 			return ferr
 		}
 		m.mu.Lock()
-		err := m.processLocked(recs)
+		// Under exactly-once a transaction is always open while
+		// processing: everything a task writes goes into it.
+		err := m.beginLocked(ctx)
+		if err == nil {
+			err = m.processLocked(recs)
+		}
 		if err == nil {
 			err = m.failed()
 		}
-		if err == nil && (time.Since(m.lastCommit) >= m.r.cfg.CommitInterval || m.cachesFullLocked()) {
+		// Once ctx is done, shutdown commits, with a deadline of its own.
+		if err == nil && ctx.Err() == nil && (time.Since(m.lastCommit) >= m.r.cfg.CommitInterval || m.cachesFullLocked() || m.txn.rebalanceWaiting.Load()) {
 			err = m.commitLocked(ctx)
 			switch {
 			case ctx.Err() != nil:
 				err = nil // shutting down: shutdown commits, with its own deadline
-			case transient(err):
+			case !m.exactlyOnce() && transient(err):
 				// Nothing is lost: what was processed stays pending and
 				// the next commit, an interval later, takes it along.
 				m.log.Warn("commit failed: the brokers cannot be reached; retrying at the next commit", "error", err)
 				err = nil
 			}
 		}
+		idle := m.txnIdleLocked()
 		var done bool
 		if err == nil && m.r.cfg.UntilEnd {
 			done, err = m.reachedEndLocked(ctx)
@@ -586,6 +612,7 @@ func (m *member) run(ctx context.Context) (err error) {
 				done, err = false, nil // asked again on the next round
 			}
 		}
+		m.observeLocked()
 		m.mu.Unlock()
 		if err != nil {
 			return err
@@ -594,7 +621,12 @@ func (m *member) run(ctx context.Context) (err error) {
 			m.log.Info("reached the end offsets seen at start")
 			return nil
 		}
-		m.cl.AllowRebalance()
+		// A transaction ends before its tasks can be revoked: a
+		// rebalance waits for the commit it triggers.
+		if idle {
+			m.txn.rebalanceWaiting.Store(false)
+			m.cl.AllowRebalance()
+		}
 	}
 }
 
@@ -613,6 +645,9 @@ func (m *member) poll(ctx context.Context) kgo.Fetches {
 	if m.r.cfg.UntilEnd {
 		wait = min(wait, untilEndPoll)
 	}
+	if m.backlog.Load() {
+		wait = time.Millisecond // records are queued: take what arrived and go on
+	}
 	pctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	m.pollMu.Lock()
@@ -626,6 +661,30 @@ func (m *member) poll(ctx context.Context) kgo.Fetches {
 		return nil // nothing arrived in time, or a restore is waiting
 	}
 	return recs
+}
+
+// noteBacklogLocked notes whether a task has records queued that it can
+// process without new input.
+func (m *member) noteBacklogLocked() {
+	backlog := false
+	for _, t := range m.tasks {
+		backlog = backlog || t.backlogged()
+	}
+	m.backlog.Store(backlog)
+}
+
+// backlogged reports whether the task has records queued that it can
+// process now.
+func (t *task) backlogged() bool {
+	if t.restoring || t.err != nil {
+		return false
+	}
+	for _, in := range t.inputs {
+		if len(in.queue) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // wake makes the loop's current poll return, so that the loop restores
@@ -653,7 +712,14 @@ func (m *member) cachesFullLocked() bool {
 // processLocked runs the polled records through their tasks, tasks in
 // parallel up to Config.Threads, each task's records in order.
 func (m *member) processLocked(fetches kgo.Fetches) error {
+	m.drainBy = m.lastCommit.Add(m.r.cfg.CommitInterval)
+	defer m.noteBacklogLocked()
 	var active []*task
+	for _, id := range slices.SortedFunc(maps.Keys(m.tasks), compareTaskIDs) {
+		if t := m.tasks[id]; t.backlogged() {
+			active = append(active, t) // records left by a round cut short
+		}
+	}
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		id, _ := m.taskID(fp.Topic, fp.Partition)
 		t := m.tasks[id]
@@ -705,11 +771,15 @@ func (m *member) processLocked(fetches kgo.Fetches) error {
 // (see merge.go). It stops at the first error, leaving it in t.err and the
 // failed record queued.
 func (t *task) drain() (n int) {
+	start := time.Now()
 	defer func() {
-		t.inCounter.Add(float64(n))
+		t.m.r.metrics.processSeconds.Observe(time.Since(start).Seconds())
+		for _, in := range t.inputs {
+			t.countIn(in)
+		}
 		t.TakeEmitted(func(topic string, n int64) {
 			t.m.out.Add(n)
-			t.m.outCounter[topic].Add(float64(n))
+			t.countOut(topic, n)
 		})
 	}()
 	if len(t.inputs) == 1 {
@@ -721,14 +791,25 @@ func (t *task) drain() (n int) {
 			break
 		}
 		n += t.drainInput(next, 1)
+		if t.m.drainDue(n) {
+			break
+		}
 	}
 	return n
+}
+
+// drainDue reports, every few records, whether a task should stop
+// draining its queues so that the loop can commit: the commit interval
+// is up, or a rebalance waits for the open transaction. The rest stays
+// queued for the next round.
+func (m *member) drainDue(n int) bool {
+	return n > 0 && n%16 == 0 && (time.Now().After(m.drainBy) || m.txn.rebalanceWaiting.Load())
 }
 
 // drainInput processes up to limit records of in's queue (all if limit is
 // negative) and returns how many.
 func (t *task) drainInput(in *input, limit int) (n int) {
-	for len(in.queue) > 0 && (limit < 0 || n < limit) {
+	for len(in.queue) > 0 && (limit < 0 || n < limit) && !t.m.drainDue(n) {
 		r := in.queue[0]
 		if !r.Attrs.IsControl() {
 			raw := stream.RawRecord{
@@ -746,6 +827,7 @@ func (t *task) drainInput(in *input, limit int) (n int) {
 				return n
 			}
 			n++
+			in.processed++
 		}
 		in.queue[0] = nil
 		in.queue = in.queue[1:]
@@ -763,110 +845,63 @@ func (t *task) drainInput(in *input, limit int) (n int) {
 //  1. each task's stores write their changes to their changelogs;
 //  2. wait until the brokers acknowledge every output and changelog write;
 //  3. commit the input offsets of the records processed, with the
-//     changelog offsets they correspond to as commit metadata;
+//     changelog offsets they correspond to as commit metadata (under
+//     exactly-once: in the transaction, which then commits);
 //  4. apply the stores' changes to the local stores, with those changelog
 //     offsets.
 //
 // If any write failed it commits nothing and returns that error. If the
 // group refuses the commit (we lost the tasks), the changes stay pending:
-// the next owner restores from the last commit.
+// the next owner restores from the last commit. Under exactly-once a
+// refused commit aborts the transaction, and every task starts again from
+// the last commit.
 func (m *member) commitLocked(ctx context.Context) error {
 	start := time.Now()
+	if m.exactlyOnce() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+		defer cancel()
+	}
+	if m.exactlyOnce() && !m.txn.open {
+		if len(m.changedLocked()) == 0 {
+			m.lastCommit = time.Now()
+			return nil
+		}
+		if err := m.beginLocked(ctx); err != nil { // for changes made by a restore
+			return err
+		}
+	}
 	for _, t := range m.tasks {
 		if t.restoring {
 			continue
 		}
 		if err := t.Flush(); err != nil {
-			return err
+			return m.abortLocked(ctx, err)
 		}
 		if t.stores != nil && len(t.stores.Flush()) > 0 {
 			t.stateChanged = true
 		}
 	}
 	if err := m.cl.Flush(ctx); err != nil {
-		return fmt.Errorf("runner: flush outputs: %w", err)
+		return m.abortLocked(ctx, fmt.Errorf("runner: flush outputs: %w", err))
 	}
 	if err := m.failed(); err != nil {
+		return m.abortLocked(ctx, err)
+	}
+	changed := m.changedLocked()
+	m.lastCommit = time.Now()
+	var ok bool
+	var err error
+	if m.exactlyOnce() {
+		ok, err = m.endTxnLocked(ctx, changed)
+	} else {
+		ok, err = m.commitOffsetsLocked(ctx, changed)
+	}
+	if err != nil || !ok {
 		return err
 	}
 
-	req := kmsg.NewPtrOffsetCommitRequest()
-	req.Group = m.r.topo.Name()
-	req.MemberID, req.Generation = m.cl.GroupMetadata()
-	topics := map[string]int{} // index in req.Topics
-	var committed []*task
-	for _, id := range slices.SortedFunc(maps.Keys(m.tasks), compareTaskIDs) {
-		t := m.tasks[id]
-		changed := t.stateChanged
-		for _, in := range t.inputs {
-			changed = changed || in.dirty
-		}
-		if t.restoring || !changed {
-			continue
-		}
-		var meta *string
-		if t.stores != nil {
-			offsets := map[string]int64{}
-			for name, pos := range t.logs {
-				if spec, _ := m.r.topo.Store(name); spec.Changelog == "" {
-					offsets[name] = pos.end()
-				}
-			}
-			meta = kmsg.StringPtr(encodeTaskMeta(offsets, t.StreamTime()))
-		}
-		added := false
-		for _, in := range t.inputs {
-			if in.next.Offset < 0 {
-				continue // nothing known to commit yet
-			}
-			i, ok := topics[in.topic]
-			if !ok {
-				i = len(req.Topics)
-				topics[in.topic] = i
-				rt := kmsg.NewOffsetCommitRequestTopic()
-				rt.Topic = in.topic
-				rt.TopicID = m.topicIDs[in.topic]
-				req.Topics = append(req.Topics, rt)
-			}
-			rp := kmsg.NewOffsetCommitRequestTopicPartition()
-			rp.Partition = id.Partition
-			rp.Offset = in.next.Offset
-			rp.LeaderEpoch = in.next.Epoch
-			rp.Metadata = meta
-			req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
-			added = true
-		}
-		if added {
-			committed = append(committed, t)
-		}
-	}
-	m.lastCommit = time.Now()
-	if len(committed) == 0 {
-		return nil
-	}
-	resp, err := req.RequestWith(ctx, m.cl)
-	if err == nil {
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if e := kerr.ErrorForCode(p.ErrorCode); e != nil {
-					err = errors.Join(err, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, e))
-				}
-			}
-		}
-	}
-	switch {
-	case err == nil:
-	case errors.Is(err, kerr.RebalanceInProgress), errors.Is(err, kerr.IllegalGeneration),
-		errors.Is(err, kerr.UnknownMemberID), errors.Is(err, kerr.FencedInstanceID):
-		// We are no longer the owner: the new owner re-processes from
-		// the last commit, which at-least-once allows.
-		m.log.Warn("commit refused by the group; tasks will be re-processed by their new owner", "error", err)
-		return nil
-	default:
-		return fmt.Errorf("runner: commit offsets: %w", err)
-	}
-
-	for _, t := range committed {
+	for _, t := range changed {
 		for _, in := range t.inputs {
 			in.dirty = false
 		}
@@ -893,8 +928,102 @@ func (m *member) commitLocked(ctx context.Context) error {
 	}
 	m.r.metrics.commits.Inc()
 	m.r.metrics.commitSeconds.Observe(time.Since(start).Seconds())
-	m.log.Debug("committed", "tasks", len(committed), "took", time.Since(start), "records_in", m.in.Load(), "records_out", m.out.Load())
+	m.log.Debug("committed", "tasks", len(changed), "took", time.Since(start), "records_in", m.in.Load(), "records_out", m.out.Load())
 	return nil
+}
+
+// changedLocked returns the tasks with input processed or state changed
+// since the last commit, in task order, that know an offset to commit.
+func (m *member) changedLocked() []*task {
+	var changed []*task
+	for _, id := range slices.SortedFunc(maps.Keys(m.tasks), compareTaskIDs) {
+		t := m.tasks[id]
+		if t.restoring {
+			continue
+		}
+		dirty, known := t.stateChanged, false
+		for _, in := range t.inputs {
+			dirty = dirty || in.dirty
+			known = known || in.next.Offset >= 0
+		}
+		if dirty && known {
+			changed = append(changed, t)
+		}
+	}
+	return changed
+}
+
+// commitMeta is the commit metadata of task t: the changelog offset each
+// of its stores reflects once the commit succeeds (nil for a stateless
+// task).
+func (m *member) commitMeta(t *task) *string {
+	if t.stores == nil {
+		return nil
+	}
+	offsets := map[string]int64{}
+	for name, pos := range t.logs {
+		if spec, _ := m.r.topo.Store(name); spec.Changelog == "" {
+			offsets[name] = pos.end()
+		}
+	}
+	return kmsg.StringPtr(encodeTaskMeta(offsets, t.StreamTime()))
+}
+
+// commitOffsetsLocked commits the input offsets of tasks, at-least-once.
+// It reports false, with no error, if the group refused the commit.
+func (m *member) commitOffsetsLocked(ctx context.Context, tasks []*task) (bool, error) {
+	if len(tasks) == 0 {
+		return false, nil
+	}
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group = m.r.topo.Name()
+	req.MemberID, req.Generation = m.cl.GroupMetadata()
+	topics := map[string]int{} // index in req.Topics
+	for _, t := range tasks {
+		meta := m.commitMeta(t)
+		for _, in := range t.inputs {
+			if in.next.Offset < 0 {
+				continue // nothing known to commit yet
+			}
+			i, ok := topics[in.topic]
+			if !ok {
+				i = len(req.Topics)
+				topics[in.topic] = i
+				rt := kmsg.NewOffsetCommitRequestTopic()
+				rt.Topic = in.topic
+				rt.TopicID = m.topicIDs[in.topic]
+				req.Topics = append(req.Topics, rt)
+			}
+			rp := kmsg.NewOffsetCommitRequestTopicPartition()
+			rp.Partition = t.ID().Partition
+			rp.Offset = in.next.Offset
+			rp.LeaderEpoch = in.next.Epoch
+			rp.Metadata = meta
+			req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
+		}
+	}
+	resp, err := req.RequestWith(ctx, m.cl)
+	if err == nil {
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if e := kerr.ErrorForCode(p.ErrorCode); e != nil {
+					err = errors.Join(err, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, e))
+				}
+			}
+		}
+	}
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, kerr.RebalanceInProgress), errors.Is(err, kerr.IllegalGeneration),
+		errors.Is(err, kerr.UnknownMemberID), errors.Is(err, kerr.FencedInstanceID):
+		// We are no longer the owner: the new owner re-processes from
+		// the last commit, which at-least-once allows.
+		m.log.Warn("commit refused by the group; tasks will be re-processed by their new owner", "error", err)
+		return false, nil
+	default:
+		return false, fmt.Errorf("runner: commit offsets: %w", err)
+	}
 }
 
 func compareTaskIDs(a, b stream.TaskID) int {
