@@ -214,6 +214,11 @@ func crashLoop(t *testing.T, processing string, kills int) {
 	const delay = 400 * time.Microsecond
 	dirA, dirB := t.TempDir(), t.TempDir()
 	var restoreKills, rebalanceKills, killed int
+	var restored []string // per run on a state directory that held state: records restored
+	warm := func(p *proc) {
+		total, _ := stRestored(stParseLog(p.stderr.String()))
+		restored = append(restored, fmt.Sprint(total))
+	}
 	began := time.Now()
 	for run := 0; killed < kills; run++ {
 		from := e.committedLines()
@@ -252,12 +257,14 @@ func crashLoop(t *testing.T, processing string, kills int) {
 			e.waitProgress(b, e.committedLines(), 300+int64(rng.IntN(1000)))
 			b.kill(t)
 			killed += 2
+			warm(a)
 		default:
 			p := e.start(fmt.Sprintf("run %d", run), dirA, "a", delay)
 			e.waitProgress(p, from, 300+int64(rng.IntN(2000)))
 			time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond) // mid-poll, mid-commit
 			p.kill(t)
 			killed++
+			warm(p)
 		}
 	}
 	killedAt := e.committedLines()
@@ -271,6 +278,9 @@ func crashLoop(t *testing.T, processing string, kills int) {
 		t.Errorf("after the --until-end run the committed offsets are not the input's end")
 	}
 
+	changelog := stSum(e.ends(eosJob + "-counts-changelog"))
+	t.Logf("changelog records restored by each restart on a state directory that held state (of %d in the changelog at the end): %s",
+		changelog, strings.Join(restored, " "))
 	o := e.outcome()
 	var words int64
 	for _, n := range e.want {

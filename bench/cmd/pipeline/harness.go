@@ -379,6 +379,11 @@ func (h *harness) verify(ctx context.Context, spec childSpec) error {
 		}
 		var total int64
 		ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+		if spec.ExactlyOnce { // transaction markers take offsets too
+			if total, err = h.committedRecords(ctx, spec.Output, ends); err != nil {
+				return fmt.Errorf("check %s: %w", spec.Group, err)
+			}
+		}
 		if total != h.wantOut {
 			problems = append(problems, fmt.Sprintf("%s holds %d records, want %d", spec.Output, total, h.wantOut))
 		} else if workloads[spec.Workload].counts {
