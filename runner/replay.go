@@ -29,12 +29,14 @@ import (
 // with a stale copy. The broker holds the mark. Before truncating a
 // changelog partition, replay appends to it a record in a transaction it
 // aborts (invisible to every read_committed reader, and so to restores),
-// then deletes the records up to the end. The changelog then starts past
-// every offset a local store can reflect, and a task that opens a local
-// store finds it behind the changelog's start: it wipes the store and
-// restores from the (empty) changelog, whichever machine it runs on and
-// whenever it starts. No commit protocol, at-least-once or exactly-once,
-// needs to know about replays.
+// then deletes the records up to the abort marker. The changelog then
+// starts past every offset a local store can reflect, and a task that
+// opens a local store finds it behind the changelog's start: it wipes the
+// store and restores from the (empty) changelog, whichever machine it
+// runs on and whenever it starts. No commit protocol, at-least-once or
+// exactly-once, needs to know about replays. Repartition topics are
+// sealed and truncated the same way, their readers committed past the
+// marker.
 
 // replayTxnID is the transactional ID replay seals changelogs with.
 func replayTxnID(job string) string { return "samsa-replay-" + job }
@@ -200,7 +202,7 @@ func (c *cli) replay(ctx context.Context, args []string) error {
 		fmt.Fprintln(c.stdout, "\nDry run: nothing changed.")
 		return nil
 	}
-	if err := plan.apply(ctx, jb, cfg); err != nil {
+	if err := plan.apply(ctx, jb); err != nil {
 		return err
 	}
 	var records int64
@@ -633,17 +635,18 @@ func (plan *replayPlan) print(w io.Writer) {
 	}
 }
 
-// apply carries out the plan: seal the changelogs, commit the new
-// offsets, then truncate. The commit is the step the brokers refuse if an
-// instance joined the group meanwhile, so a refusal changes nothing; a
-// failure after it is repaired by running the same replay again.
-func (plan *replayPlan) apply(ctx context.Context, jb *jobBrokers, cfg Config) error {
-	sealed, err := plan.seal(ctx, jb, cfg)
+// apply carries out the plan: seal the internal partitions, commit the
+// new offsets, then truncate. The commit is the step the brokers refuse
+// if an instance joined the group meanwhile, so a refusal changes
+// nothing; a failure after it is repaired by running the same replay
+// again.
+func (plan *replayPlan) apply(ctx context.Context, jb *jobBrokers) error {
+	sealed, err := plan.seal(ctx, jb)
 	if err != nil {
 		return err
 	}
-	// The metadata of a reset task: its stores reflect the (empty)
-	// changelog from its new start.
+	// A reset task's stores reflect their changelogs from their new
+	// start: commit metadata with the sealed ends.
 	resetMeta := map[stream.TaskID]map[string]int64{}
 	for _, t := range plan.truncs {
 		if t.store != "" {
@@ -655,7 +658,10 @@ func (plan *replayPlan) apply(ctx context.Context, jb *jobBrokers, cfg Config) e
 	}
 	offsets := kadm.Offsets{}
 	for _, m := range plan.moves {
-		meta := m.meta
+		meta, to := m.meta, m.to
+		if m.internal {
+			to = sealed[m.topic][m.partition] // past the seal
+		}
 		switch {
 		case m.resetStore:
 			meta = decodedMeta{offsets: resetMeta[m.task], at: time.Now()}.String()
@@ -665,7 +671,7 @@ func (plan *replayPlan) apply(ctx context.Context, jb *jobBrokers, cfg Config) e
 				meta = cm.String()
 			}
 		}
-		offsets.Add(kadm.Offset{Topic: m.topic, Partition: m.partition, At: m.to, LeaderEpoch: -1, Metadata: meta})
+		offsets.Add(kadm.Offset{Topic: m.topic, Partition: m.partition, At: to, LeaderEpoch: -1, Metadata: meta})
 	}
 	resps, err := jb.adm.CommitOffsets(ctx, plan.job, offsets)
 	if err == nil {
@@ -681,13 +687,12 @@ func (plan *replayPlan) apply(ctx context.Context, jb *jobBrokers, cfg Config) e
 		return fmt.Errorf("replay: commit the new offsets of group %q: %w; nothing was changed", plan.job, err)
 	}
 
+	// Delete up to the seal's abort marker, which stays: a partition
+	// emptied entirely would forget its offsets across a restart of the
+	// embedded broker (kfake reloads an empty partition at offset 0).
 	del := kadm.Offsets{}
 	for _, t := range plan.truncs {
-		to := t.end
-		if t.store != "" {
-			to = sealed[t.topic][t.partition]
-		}
-		del.Add(kadm.Offset{Topic: t.topic, Partition: t.partition, At: to, LeaderEpoch: -1})
+		del.Add(kadm.Offset{Topic: t.topic, Partition: t.partition, At: sealed[t.topic][t.partition] - 1, LeaderEpoch: -1})
 	}
 	if len(del) > 0 {
 		resps, err := jb.adm.DeleteRecords(ctx, del)
@@ -712,20 +717,22 @@ func (plan *replayPlan) apply(ctx context.Context, jb *jobBrokers, cfg Config) e
 	return nil
 }
 
-// seal appends an aborted transactional record to each changelog
-// partition to truncate, and returns the partitions' ends after it: the
-// offsets they are truncated to, past any offset a local store reflects.
-func (plan *replayPlan) seal(ctx context.Context, jb *jobBrokers, cfg Config) (map[string]map[int32]int64, error) {
-	var topics []string
-	for _, t := range plan.truncs {
-		if t.store != "" {
-			topics = append(topics, t.topic)
-		}
-	}
-	if len(topics) == 0 {
+// sealWait bounds how long seal waits for the brokers to write the abort
+// markers of its transaction, which they do after it ends.
+const sealWait = 30 * time.Second
+
+// seal appends a record in a transaction it aborts to each internal
+// partition to truncate (a read_committed reader, as every samsa restore
+// and task is, never sees it), waits until the abort markers are written,
+// and returns the partitions' ends after them. The partitions are then
+// truncated up to the marker: a changelog starts past every offset a
+// local store can reflect, and a repartition topic's reader starts after
+// the marker.
+func (plan *replayPlan) seal(ctx context.Context, jb *jobBrokers) (map[string]map[int32]int64, error) {
+	if len(plan.truncs) == 0 {
 		return nil, nil
 	}
-	opts, err := kafkaConfig(cfg, "samsa-replay").Opts()
+	opts, err := kafkaConfig(jb.cfg, "samsa-replay").Opts()
 	if err != nil {
 		return nil, err
 	}
@@ -738,34 +745,55 @@ func (plan *replayPlan) seal(ctx context.Context, jb *jobBrokers, cfg Config) (m
 	}
 	defer cl.Close()
 	if err := cl.BeginTransaction(); err != nil {
-		return nil, fmt.Errorf("replay: begin the transaction that seals the changelogs: %w", err)
+		return nil, fmt.Errorf("replay: begin the transaction that seals the internal topics: %w", err)
 	}
+	var topics []string
 	var recs []*kgo.Record
 	for _, t := range plan.truncs {
-		if t.store != "" {
-			recs = append(recs, &kgo.Record{Topic: t.topic, Partition: t.partition, Key: []byte("samsa-replay")})
-		}
+		topics = append(topics, t.topic)
+		recs = append(recs, &kgo.Record{Topic: t.topic, Partition: t.partition, Key: []byte("samsa-replay")})
 	}
 	perr := cl.ProduceSync(ctx, recs...).FirstErr()
 	if err := cl.EndTransaction(ctx, kgo.TryAbort); err != nil || perr != nil {
-		return nil, fmt.Errorf("replay: seal the changelogs (the transactional ID %s needs write access): %w",
+		return nil, fmt.Errorf("replay: seal the internal topics (the transactional ID %s needs write access): %w",
 			replayTxnID(plan.job), errors.Join(perr, err))
 	}
 	slices.Sort(topics)
-	ends, err := listed(jb.adm.ListEndOffsets(ctx, slices.Compact(topics)...))
-	if err != nil {
-		return nil, fmt.Errorf("replay: list changelog end offsets: %w", err)
-	}
-	out := map[string]map[int32]int64{}
-	for _, t := range plan.truncs {
-		if t.store == "" {
-			continue
+	topics = slices.Compact(topics)
+	deadline := time.Now().Add(sealWait)
+	for {
+		ends, err := listed(jb.adm.ListEndOffsets(ctx, topics...))
+		if err != nil {
+			return nil, fmt.Errorf("replay: list internal topic end offsets: %w", err)
 		}
-		e, _ := ends.Lookup(t.topic, t.partition)
-		if out[t.topic] == nil {
-			out[t.topic] = map[int32]int64{}
+		stable, err := listed(jb.adm.ListCommittedOffsets(ctx, topics...))
+		if err != nil {
+			return nil, fmt.Errorf("replay: list internal topic end offsets: %w", err)
 		}
-		out[t.topic][t.partition] = e.Offset
+		out := map[string]map[int32]int64{}
+		var pending []string
+		for _, t := range plan.truncs {
+			e, _ := ends.Lookup(t.topic, t.partition)
+			ls, _ := stable.Lookup(t.topic, t.partition)
+			if ls.Offset < e.Offset || e.Offset < t.end+2 { // the record and its abort marker
+				pending = append(pending, fmt.Sprintf("%s/%d", t.topic, t.partition))
+			}
+			if out[t.topic] == nil {
+				out[t.topic] = map[int32]int64{}
+			}
+			out[t.topic][t.partition] = e.Offset
+		}
+		if len(pending) == 0 {
+			return out, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("replay: the brokers did not complete the sealing transaction on %s within %s; nothing was changed, try again",
+				strings.Join(pending, ", "), sealWait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	return out, nil
 }

@@ -168,9 +168,13 @@ func TestReplayEarliestThroughRepartition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Emptied up to the abort marker of the sealing record, and read
+	// from past it.
+	readFrom, _ := e.committed("wordcount", "wordcount-words-repartition")
 	for p, end := range repartitionEnds {
-		if starts[p] != end {
-			t.Errorf("repartition partition %d starts at %d after the replay, want its old end %d", p, starts[p], end)
+		if starts[p] != end+1 || readFrom[p] != end+2 {
+			t.Errorf("repartition partition %d: starts at %d and is committed at %d after the replay, want %d and %d (its old end %d, a sealing record and its abort marker)",
+				p, starts[p], readFrom[p], end+1, end+2, end)
 		}
 	}
 
