@@ -55,13 +55,16 @@
 // [TimerHandler]. Wall-clock timers ([WallClockTimer]) exist for work tied
 // to real time; they are not deterministic.
 //
-// A task with several input partitions (a join, or a repartition topic
-// written by several upstream tasks) takes the record with the lowest
-// Kafka timestamp next among those it has fetched; which records it has
-// fetched depends on timing, so where their times interleave, the order
-// it sees them in, and so its stream time at each record, can differ
-// between runs. Windows stay exact as long as a record is never later than
-// the grace period behind the other partitions.
+// A task with several input partitions (a join, or a table and a stream)
+// takes the record with the lowest Kafka timestamp next, waiting for a
+// partition that is behind its end (see package runner): over a log
+// written before the job reads it, the order, and so the stream time at
+// each record, is a function of the log. While producers append as the job
+// runs, records arriving at about the same time may interleave either way;
+// a grace period covering that skew keeps it from making records late. The
+// same holds for a repartition topic: each of its partitions holds the
+// records of several upstream tasks in the order they were written, which
+// depends on how fast each task ran.
 //
 // # Bad records
 //
