@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/samsa-go/samsa/operators"
+	"github.com/samsa-go/samsa/runner"
 	"github.com/samsa-go/samsa/state"
 	"github.com/samsa-go/samsa/stream"
 	"github.com/samsa-go/samsa/stream/serde"
@@ -172,34 +173,41 @@ func TestDeadLetterTopic(t *testing.T) {
 
 // Under the fail policy a record that fails after writing to a store
 // stops the job; the state committed at shutdown must not include its
-// write, or the restart, which processes it again, counts it twice.
+// write, or the restart, which processes it again, counts it twice. Under
+// both guarantees.
 func TestFailedRecordLeavesNoState(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t, kfake.SeedTopics(1, "in", "counts"))
-	cfg := b.config()
-	cfg.StateDir = t.TempDir()
-	for _, k := range []string{"a", "b", "a", "b", "a"} {
-		b.produce(&kgo.Record{Topic: "in", Key: []byte(k), Value: int64Value(1)})
-	}
-	var broken atomic.Bool
-	broken.Store(true)
-	job := func() *stream.Job {
-		return countingJob("failstate", func(key string) bool { return key == "b" && broken.Load() })
-	}
-	err := runToEnd(t, job(), cfg)
-	checkMessage(t, "run 1", err, "in/0@1", "b is not welcome")
-	if got := b.committed("failstate", "in")[0]; got != 1 {
-		t.Errorf("committed %d, want 1 (the failing record)", got)
-	}
-	broken.Store(false) // fixed; run again from the failed record
-	if err := runToEnd(t, job(), cfg); err != nil {
-		t.Fatal(err)
-	}
-	if got := lastCounts(t, b.readAll("counts")); got["a"] != 3 || got["b"] != 2 {
-		t.Errorf("counts %v, want a=3 b=2", got)
-	}
-	if got := lastCounts(t, b.readAll("failstate-counts-changelog")); got["a"] != 3 || got["b"] != 2 {
-		t.Errorf("changelog says %v, want a=3 b=2", got)
+	for _, processing := range []runner.Guarantee{runner.AtLeastOnce, runner.ExactlyOnce} {
+		t.Run(string(processing), func(t *testing.T) {
+			t.Parallel()
+			b := newBroker(t, kfake.SeedTopics(1, "in", "counts"))
+			cfg := b.config()
+			cfg.StateDir = t.TempDir()
+			cfg.Processing = processing
+			for _, k := range []string{"a", "b", "a", "b", "a"} {
+				b.produce(&kgo.Record{Topic: "in", Key: []byte(k), Value: int64Value(1)})
+			}
+			var broken atomic.Bool
+			broken.Store(true)
+			job := func() *stream.Job {
+				return countingJob("failstate", func(key string) bool { return key == "b" && broken.Load() })
+			}
+			err := runToEnd(t, job(), cfg)
+			checkMessage(t, "run 1", err, "in/0@1", "b is not welcome")
+			if got := b.committed("failstate", "in")[0]; got != 1 {
+				t.Errorf("committed %d, want 1 (the failing record)", got)
+			}
+			broken.Store(false) // fixed; run again from the failed record
+			if err := runToEnd(t, job(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			if got := lastCounts(t, b.readCommitted("counts")); got["a"] != 3 || got["b"] != 2 {
+				t.Errorf("counts %v, want a=3 b=2", got)
+			}
+			if got := lastCounts(t, b.readCommitted("failstate-counts-changelog")); got["a"] != 3 || got["b"] != 2 {
+				t.Errorf("changelog says %v, want a=3 b=2", got)
+			}
+		})
 	}
 }
 
@@ -304,4 +312,90 @@ func TestTableNullKeyRestore(t *testing.T) {
 	if fmt.Sprint(got) != `["ann"=Ann "ann"=Ann]` {
 		t.Errorf("joined %v: the null-keyed user became the empty key", got)
 	}
+}
+
+// Under exactly-once a dead letter is written in the transaction of the
+// commit that moves past its record: transactional, and visible to
+// read_committed readers once, with the outputs of the good records.
+func TestDeadLetterExactlyOnce(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t, kfake.SeedTopics(2, "in", "counts"))
+	cfg := b.config()
+	cfg.StateDir = t.TempDir()
+	cfg.Processing = runner.ExactlyOnce
+	cfg.OnDeserializeError = stream.PolicyDeadLetter
+	cfg.OnProcessError = stream.PolicyDeadLetter
+	var bad int
+	for i := range 40 {
+		r := &kgo.Record{Topic: "in", Key: []byte(fmt.Sprint("k", i%4)), Value: int64Value(int64(i))}
+		switch i % 5 {
+		case 1:
+			r.Value, bad = []byte("?"), bad+1
+		case 3:
+			r.Key, bad = []byte("boom"), bad+1
+		}
+		b.produce(r)
+	}
+	if err := runToEnd(t, countingJob("eosdlq", func(key string) bool { return key == "boom" }), cfg); err != nil {
+		t.Fatal(err)
+	}
+	dl := b.readCommitted("eosdlq-dlq")
+	if len(dl) != bad {
+		t.Fatalf("%d dead letters read committed, want %d", len(dl), bad)
+	}
+	for _, r := range dl {
+		if !r.Attrs.IsTransactional() {
+			t.Errorf("dead letter %s/%d@%d was written outside a transaction", r.Topic, r.Partition, r.Offset)
+		}
+	}
+	if got := lastCounts(t, b.readCommitted("counts")); fmt.Sprint(got) != "map[k0:6 k1:6 k2:6 k3:6]" {
+		t.Errorf("counts %v", got)
+	}
+}
+
+// readCommitted returns the committed records of topic up to its current
+// end offsets, as a read_committed consumer sees them.
+func (b *broker) readCommitted(topic string) []*kgo.Record {
+	b.t.Helper()
+	ends := b.ends(topic)
+	offsets := map[int32]kgo.Offset{}
+	left := map[int32]int64{}
+	for p, end := range ends {
+		if end > 0 {
+			offsets[int32(p)] = kgo.NewOffset().AtStart()
+			left[int32(p)] = end
+		}
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // the markers end the transactions: they tell where the end is
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}))
+	if err != nil {
+		b.t.Fatalf("client: %v", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	var out []*kgo.Record
+	for len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			b.t.Fatalf("read %s: %v (still waiting for partitions %v)", topic, err, left)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			end, ok := left[r.Partition]
+			if !ok || r.Offset >= end {
+				return
+			}
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
+			if r.Offset+1 == end {
+				delete(left, r.Partition)
+			}
+		})
+	}
+	return out
 }
