@@ -954,12 +954,9 @@ func (m *member) changedLocked() []*task {
 }
 
 // commitMeta is the commit metadata of task t: the changelog offset each
-// of its stores reflects once the commit succeeds (nil for a stateless
-// task).
+// of its stores reflects once the commit succeeds, its stream time, and
+// the time of the commit (the status command shows its age).
 func (m *member) commitMeta(t *task) *string {
-	if t.stores == nil {
-		return nil
-	}
 	offsets := map[string]int64{}
 	for name, pos := range t.logs {
 		if spec, _ := m.r.topo.Store(name); spec.Changelog == "" {

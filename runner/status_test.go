@@ -108,10 +108,7 @@ func TestStatus(t *testing.T) {
 		if p.End == 0 {
 			continue // no word went there: never committed
 		}
-		// Only the stateful tasks' commits say when they were made, so
-		// far: the at-least-once commit writes no metadata for the others.
-		stateful := strings.HasPrefix(p.Task, "1_")
-		if p.Owner == "" || p.Committed != p.End || p.Lag != 0 || stateful && (p.CommittedAt == nil || time.Since(*p.CommittedAt) > time.Minute) {
+		if p.Owner == "" || p.Committed != p.End || p.Lag != 0 || p.CommittedAt == nil || time.Since(*p.CommittedAt) > time.Minute {
 			t.Errorf("partition %s/%d (task %s): owner %q, committed %d of %d, lag %d, committed at %v",
 				p.Topic, p.Partition, p.Task, p.Owner, p.Committed, p.End, p.Lag, p.CommittedAt)
 		}
