@@ -32,7 +32,7 @@ type childSpec struct {
 	CommitInterval time.Duration
 	Threads        int // runner.Config.Threads, for the samsa variant
 	// ExactlyOnce runs samsa under exactly-once at its default commit
-	// interval (not CommitInterval); set by the samsa-eos variants.
+	// interval (not CommitInterval); see variant.exactlyOnce.
 	ExactlyOnce bool
 	CPUProfile  string // a file to write a CPU profile of the run to; empty for none
 }
@@ -61,6 +61,11 @@ type variant struct {
 	// rerun says that it runs the job the harness prepared (see
 	// workload.restore) again, in that job's group, which it keeps.
 	rerun bool
+	// exactlyOnce runs the samsa job under exactly-once, at that
+	// guarantee's default commit interval (100ms) rather than
+	// --commit-interval: the comparison the exactly-once bar is about,
+	// against the at-least-once variant at its default (5s).
+	exactlyOnce bool
 }
 
 // firstRecord notes when a variant saw its first record: the start of its

@@ -236,6 +236,7 @@ func (h *harness) runOnce(ctx context.Context, variant string, n int) (result, e
 		Group:          name,
 		CommitInterval: h.cfg.commitInterval,
 		Threads:        h.cfg.samsaThreads,
+		ExactlyOnce:    v.exactlyOnce,
 	}
 	if v.rerun {
 		spec.Input, spec.Group = h.input, h.job

@@ -50,13 +50,13 @@ var workloads = map[string]workload{
 	"count": {counts: true, variants: map[string]variant{
 		"baseline":  {run: runBaselineCount, writes: true},
 		"samsa":     {run: runSamsaCount, writes: true},
-		"samsa-eos": {run: exactlyOnce(runSamsaCount), writes: true},
+		"samsa-eos": {run: runSamsaCount, writes: true, exactlyOnce: true},
 	}},
 	// Split lines into words and count each word, emitting each new count.
 	"wordcount": {lines: true, counts: true, variants: map[string]variant{
 		"baseline":  {run: runBaselineWordCount, writes: true},
 		"samsa":     {run: runSamsaWordCount, writes: true},
-		"samsa-eos": {run: exactlyOnce(runSamsaWordCount), writes: true},
+		"samsa-eos": {run: runSamsaWordCount, writes: true, exactlyOnce: true},
 	}},
 	// Count the records of each key per one-second window of event time,
 	// emitting each window's count once, when it closes.
@@ -70,17 +70,6 @@ var workloads = map[string]workload{
 		"baseline": {run: runConsume},
 		"samsa":    {run: runRestore, rerun: true},
 	}},
-}
-
-// exactlyOnce makes a samsa variant run under exactly-once, at that
-// guarantee's default commit interval (100ms): the comparison the
-// exactly-once bar is about, against the at-least-once variant at
-// --commit-interval (default 5s, at-least-once's default).
-func exactlyOnce(run func(context.Context, childSpec, *firstRecord) error) func(context.Context, childSpec, *firstRecord) error {
-	return func(ctx context.Context, spec childSpec, first *firstRecord) error {
-		spec.ExactlyOnce = true
-		return run(ctx, spec, first)
-	}
 }
 
 // counter holds a running count per key, as a hand-written loop keeps it:
