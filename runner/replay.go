@@ -590,8 +590,13 @@ func (plan *replayPlan) print(w io.Writer) {
 		state = "keeping state"
 	}
 	fmt.Fprintf(w, "Replay of job %s from %s, %s.\n\nInput offsets:\n", plan.job, plan.from, state)
+	notes := slices.ContainsFunc(plan.moves, func(m offsetMove) bool { return m.note != "" })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  TOPIC\tPARTITION\tTASK\tCOMMITTED\tNEW\tTO PROCESS\tNOTE")
+	fmt.Fprint(tw, "  TOPIC\tPARTITION\tTASK\tCOMMITTED\tNEW\tTO PROCESS")
+	if notes {
+		fmt.Fprint(tw, "\tNOTE")
+	}
+	fmt.Fprintln(tw)
 	for _, m := range plan.moves {
 		if m.internal {
 			continue
@@ -600,7 +605,11 @@ func (plan *replayPlan) print(w io.Writer) {
 		if m.committed >= 0 {
 			committed = strconv.FormatInt(m.committed, 10)
 		}
-		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%d\t%d\t%s\n", m.topic, m.partition, m.task, committed, m.to, m.end-m.to, m.note)
+		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%d\t%d", m.topic, m.partition, m.task, committed, m.to, m.end-m.to)
+		if notes {
+			fmt.Fprintf(tw, "\t%s", m.note)
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 	if plan.keepState {
@@ -622,7 +631,10 @@ func (plan *replayPlan) print(w io.Writer) {
 			tasks = append(tasks, t.task.String())
 		}
 		deleted := "none"
-		if t.end > t.start {
+		switch {
+		case t.end == t.start+1:
+			deleted = strconv.FormatInt(t.start, 10)
+		case t.end > t.start:
 			deleted = fmt.Sprintf("%d-%d", t.start, t.end-1)
 		}
 		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", t.topic, t.partition, deleted, what)
