@@ -285,6 +285,7 @@ type member struct {
 	tasks map[stream.TaskID]*task
 
 	restorePending atomic.Bool   // tasks wait for their stores' restore
+	nextWallClock  atomic.Int64  // unix ms when a wall-clock timer is due; see timers.go
 	backlog        atomic.Bool   // tasks have records queued; see processLocked
 	drainBy        time.Time     // when tasks stop draining to let the loop commit
 	backoff        time.Duration // between retries while the brokers are unreachable; see outwait
@@ -569,6 +570,7 @@ func (m *member) run(ctx context.Context) (err error) {
 				continue
 			}
 			m.backoff = 0
+			m.nextWallClock.Store(unknownWallClock) // restored stores may hold timers
 		}
 		recs := m.poll(ctx)
 		if recs.IsClientClosed() || ctx.Err() != nil {
@@ -587,6 +589,9 @@ func (m *member) run(ctx context.Context) (err error) {
 		err := m.beginLocked(ctx)
 		if err == nil {
 			err = m.processLocked(recs)
+		}
+		if err == nil {
+			err = m.fireWallClockLocked()
 		}
 		if err == nil {
 			err = m.failed()
@@ -645,6 +650,7 @@ func (m *member) poll(ctx context.Context) kgo.Fetches {
 	if m.r.cfg.UntilEnd {
 		wait = min(wait, untilEndPoll)
 	}
+	wait = max(m.untilWallClock(wait), time.Millisecond)
 	if m.backlog.Load() {
 		wait = time.Millisecond // records are queued: take what arrived and go on
 	}

@@ -1,9 +1,11 @@
 package runner_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -86,4 +88,75 @@ func TestTimersExactAcrossRestarts(t *testing.T) {
 		t.Errorf("only %d timers fired; the test needs more", n)
 	}
 	t.Logf("%d records, %d timers fired", len(all), n)
+}
+
+// reminderTask sets, for each record, a wall-clock timer of the record's
+// key at the time its value says (unix milliseconds); when the timer
+// fires it writes "<key> fired" to "out".
+type reminderTask struct{ timers stream.Timers }
+
+func (rt *reminderTask) Init(ctx stream.Context) (err error) {
+	rt.timers, err = ctx.Timers("reminders")
+	return err
+}
+
+func (rt *reminderTask) Process(_ stream.Context, rec stream.RawRecord) error {
+	ms, err := strconv.ParseInt(string(rec.Value), 10, 64)
+	if err != nil {
+		return err
+	}
+	return rt.timers.Set(stream.WallClockTimer, rec.Key, time.UnixMilli(ms))
+}
+
+func (rt *reminderTask) OnTimer(ctx stream.Context, tm stream.Timer) error {
+	return ctx.Emit("out", stream.RawRecord{Key: tm.Key, Value: append(bytes.Clone(tm.Key), " fired"...)})
+}
+
+// Wall-clock timers fire in the runner when their time comes, with no
+// input arriving, and are kept in their store: one pending when the job
+// stops fires after it restarts. Each fires once across the two runs.
+func TestWallClockTimersAcrossRestart(t *testing.T) {
+	t.Parallel()
+	e := stSetup(t, "in", "out")
+	job := func() *stream.Job {
+		job := stream.NewJob("reminders")
+		stream.AddTask(job, stream.TaskSpec{
+			Name: "reminders", Inputs: []string{"in"}, Outputs: []string{"out"}, Timers: "reminders",
+			New: func() stream.Task { return new(reminderTask) },
+		})
+		return job
+	}
+	fired := func() map[string]int {
+		out := map[string]int{}
+		for _, r := range e.readAll("out") {
+			out[string(r.Key)]++
+		}
+		return out
+	}
+	now := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), stWait)
+	defer cancel()
+	err := e.cl.ProduceSync(ctx,
+		&kgo.Record{Topic: "in", Key: []byte("soon"), Value: strconv.AppendInt(nil, now.UnixMilli(), 10)},
+		&kgo.Record{Topic: "in", Key: []byte("later"), Value: strconv.AppendInt(nil, now.Add(2*time.Second).UnixMilli(), 10)},
+	).FirstErr()
+	if err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	dir := t.TempDir()
+	cfg := e.config(dir, stNewLog(t).logger("run 1"))
+	cfg.CommitInterval = 5 * time.Second // the loop must wake for the timers, not for commits
+	rn := stStart(t, job(), cfg)
+	waitWithin(t, stWait, `"soon" to fire`, func() bool { return fired()["soon"] > 0 })
+	rn.stop(t, "run 1")
+	laterInRun1 := fired()["later"] > 0
+
+	cfg.Logger = stNewLog(t).logger("run 2")
+	rn = stStart(t, job(), cfg)
+	waitWithin(t, stWait, `"later" to fire`, func() bool { return fired()["later"] > 0 })
+	rn.stop(t, "run 2")
+	if got := fired(); got["soon"] != 1 || got["later"] != 1 {
+		t.Errorf("timers fired %v, want each once", got)
+	}
+	t.Logf(`"later" fired in run %d`, map[bool]int{true: 1, false: 2}[laterInRun1])
 }
