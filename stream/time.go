@@ -60,11 +60,13 @@ const (
 	// restart too: they are deterministic.
 	StreamTimeTimer TimerKind = 1
 	// WallClockTimer fires when the wall clock reaches it, between
-	// records, at the latest about a commit interval later when the input
-	// is idle. Where it falls relative to the input depends on how fast
-	// the input arrives: it is not deterministic, and replaying the log
-	// does not reproduce it. In runnertest the driver's clock
-	// ([runnertest.Driver.SetTime]) stands for the wall clock.
+	// records (the runner wakes up for it when no input arrives). Where
+	// it falls relative to the input depends on how fast the input
+	// arrives: it is not deterministic, and replaying the log does not
+	// reproduce it. It is kept in the timer store like a stream-time
+	// timer, so one that was due while the task was stopped fires when
+	// the task starts again. In runnertest the driver's clock
+	// (runnertest's Driver.SetTime) stands for the wall clock.
 	WallClockTimer TimerKind = 2
 )
 
