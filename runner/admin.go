@@ -72,7 +72,7 @@ type jobBrokers struct {
 
 // errNoBroker is returned by connectJob when no broker was given and no
 // embedded broker listens.
-var errNoBroker = errors.New("no broker")
+var errNoBroker = errors.New("no broker reachable")
 
 // connectJob connects to the job's brokers: those of --brokers; without
 // them, the embedded broker listening at --embedded-listen (a running

@@ -7,12 +7,13 @@
 //
 //	func main() { runner.Main(job) }
 //
-// The binary's commands are run (the default), describe and create-topics;
-// `<binary> help` lists every flag, its default, and the SAMSA_*
-// environment variable that sets it. With no --brokers, run starts an
-// embedded Kafka-protocol broker (package connectors/embedded) with its
-// data under --state-dir, so a job runs on a fresh machine with nothing
-// else installed; other instances join it with --brokers.
+// The binary's commands are run (the default), describe, status, replay,
+// state and create-topics; `<binary> help` lists every flag, its default,
+// and the SAMSA_* environment variable that sets it. With no --brokers,
+// run starts an embedded Kafka-protocol broker (package
+// connectors/embedded) with its data under --state-dir, so a job runs on a
+// fresh machine with nothing else installed; other instances join it with
+// --brokers.
 //
 // # Scaling out
 //
@@ -44,11 +45,28 @@
 // then applies the changes to the local stores. The state therefore always
 // reflects exactly the committed input, under at-least-once too.
 //
-// # Metrics
+// # Operations
 //
-// With --http-addr, the runner serves Prometheus metrics at /metrics:
-// records in per task, records out per topic, commits and their latency,
-// and restore progress per store and task.
+// describe draws the topology (text, Mermaid, Graphviz DOT); status shows
+// the job's group as the brokers see it: members, their tasks, lag and
+// commit age per partition (commit metadata carries the commit's time);
+// state reads a store from the local state directory or from a running
+// instance. replay moves a stopped job's committed input offsets and,
+// unless told to keep it, resets its state: it empties the changelogs of
+// the replayed tasks' stores and the repartition topics they read, each
+// first sealed with a record in an aborted transaction, so that every
+// changelog then starts past any offset a local store can reflect and
+// every local store, wherever it is, is wiped when its task next starts.
+//
+// # Metrics and health
+//
+// With --http-addr, the runner serves Prometheus metrics at /metrics
+// (records in and out per topic and task, processing and commit latency,
+// lag per partition, restore progress, store sizes, bad records, tasks,
+// rebalances, broker reachability), /healthz, /readyz (joined, restored,
+// brokers reachable), /status (a JSON view of tasks, lag and stores) and
+// /state/{store}. While far behind, an instance logs its progress: lag,
+// rate, time left.
 //
 // # Shutdown
 //
