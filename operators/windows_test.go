@@ -476,3 +476,36 @@ func TestWindowStoreFormats(t *testing.T) {
 		}
 	}
 }
+
+// DedupeBy drops records whose extracted ID passed within the span,
+// whatever their keys.
+func TestDedupeBy(t *testing.T) {
+	job := stream.NewJob("ids")
+	in := stream.Input(job, "in", serde.String, serde.String)
+	// The value is "<event id>:<payload>".
+	id := func(_ string, v string) string { e, _, _ := strings.Cut(v, ":"); return e }
+	stream.Output(operators.DedupeBy(in, "seen", 10*time.Millisecond, id, serde.String), "out", serde.String, serde.String)
+	d, err := runnertest.New(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	input := runnertest.NewInput(d, "in", serde.String, serde.String)
+	for _, r := range []struct {
+		k, v string
+		at   int64
+	}{{"a", "e1:x", 1}, {"b", "e1:retry", 3}, {"a", "e2:y", 4}, {"c", "e1:late", 12}, {"d", "e2:again", 9}} {
+		if err := input.Pipe(r.k, r.v, runnertest.At(time.UnixMilli(r.at))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, r := range d.AllRecords("out") {
+		got = append(got, string(r.Key)+"="+string(r.Value))
+	}
+	// e1 at 3 is within 10 of e1 at 1; at 12, 11 after it: a new event.
+	// e2 at 9 is within 10 of e2 at 4.
+	if want := "a=e1:x a=e2:y c=e1:late"; strings.Join(got, " ") != want {
+		t.Errorf("got %q, want %q", strings.Join(got, " "), want)
+	}
+}

@@ -314,3 +314,59 @@ func TestOnDroppedRejectsFail(t *testing.T) {
 		t.Errorf("OnDropped(fail): %v", err)
 	}
 }
+
+// expirer is a typed processor with a timer store: it forwards each
+// record and, 10ms of stream time after a key's last record, forwards
+// "<key> expired".
+type expirer struct {
+	next   stream.Processor[string, string]
+	timers stream.Timers
+}
+
+func (e *expirer) Init(ctx stream.Context) (err error) {
+	e.timers, err = ctx.Timers("expiry")
+	return err
+}
+
+func (e *expirer) Process(ctx stream.Context, r stream.Record[string, string]) error {
+	if err := e.timers.Set(stream.StreamTimeTimer, []byte(r.Key), r.Timestamp.Add(10*time.Millisecond)); err != nil {
+		return err
+	}
+	return e.next.Process(ctx, r)
+}
+
+func (e *expirer) OnTimer(ctx stream.Context, tm stream.Timer) error {
+	return e.next.Process(ctx, stream.Record[string, string]{Key: string(tm.Key), Value: "expired"})
+}
+
+// A processor in a typed graph declares a timer store with WithTimers and
+// gets its timers; their records take the timer's time.
+func TestProcessorTimers(t *testing.T) {
+	job := stream.NewJob("expiry")
+	in := stream.Input(job, "in", serde.String, serde.String)
+	out := stream.Via(in, "expire", func(next stream.Processor[string, string]) stream.Processor[string, string] {
+		return &expirer{next: next}
+	}, stream.WithTimers("expiry"))
+	stream.Output(out, "out", serde.String, serde.String)
+	d, err := runnertest.New(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := runnertest.NewInput(d, "in", serde.String, serde.String)
+	for _, r := range []struct {
+		k  string
+		at int64
+	}{{"a", 1}, {"b", 5}, {"a", 8}, {"c", 30}} {
+		if err := input.Pipe(r.k, "v", runnertest.At(ms(r.at))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for _, r := range d.AllRecords("out") {
+		got = append(got, fmt.Sprintf("%s=%s@%d", r.Key, r.Value, r.Timestamp.UnixMilli()))
+	}
+	want := "a=v@1 b=v@5 a=v@8 c=v@30 b=expired@15 a=expired@18"
+	if strings.Join(got, " ") != want {
+		t.Errorf("got  %s\nwant %s", strings.Join(got, " "), want)
+	}
+}
