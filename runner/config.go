@@ -101,8 +101,11 @@ type Config struct {
 	// 16 MiB.
 	MemTableSize uint64
 
-	// HTTPAddr, if set, is where the runner serves Prometheus metrics at
-	// /metrics. Default: off.
+	// HTTPAddr, if set, is where the runner serves its HTTP endpoint:
+	// Prometheus metrics at /metrics, /healthz, /readyz, a JSON view of
+	// its tasks at /status and store reads at /state/{store}. Give a
+	// loopback address (127.0.0.1:PORT) unless other machines must reach
+	// it. Default: off.
 	HTTPAddr string
 
 	// TaskHeader stamps every record the job writes to its output and
