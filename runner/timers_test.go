@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/samsa-go/samsa/runner"
 	"github.com/samsa-go/samsa/runner/runnertest"
 	"github.com/samsa-go/samsa/stream"
 )
@@ -114,9 +115,19 @@ func (rt *reminderTask) OnTimer(ctx stream.Context, tm stream.Timer) error {
 
 // Wall-clock timers fire in the runner when their time comes, with no
 // input arriving, and are kept in their store: one pending when the job
-// stops fires after it restarts. Each fires once across the two runs.
+// stops fires after it restarts. Each fires once across the two runs,
+// under exactly-once too (inside the loop's transaction).
 func TestWallClockTimersAcrossRestart(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []runner.Guarantee{runner.AtLeastOnce, runner.ExactlyOnce} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			testWallClockTimersAcrossRestart(t, mode)
+		})
+	}
+}
+
+func testWallClockTimersAcrossRestart(t *testing.T, mode runner.Guarantee) {
 	e := stSetup(t, "in", "out")
 	job := func() *stream.Job {
 		job := stream.NewJob("reminders")
@@ -145,7 +156,10 @@ func TestWallClockTimersAcrossRestart(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := e.config(dir, stNewLog(t).logger("run 1"))
-	cfg.CommitInterval = 5 * time.Second // the loop must wake for the timers, not for commits
+	cfg.Processing = mode
+	// At least once, outputs are visible at once: the loop must wake for
+	// the timers, not for commits. Exactly once, at the commit.
+	cfg.CommitInterval = map[runner.Guarantee]time.Duration{runner.AtLeastOnce: 5 * time.Second, runner.ExactlyOnce: 200 * time.Millisecond}[mode]
 	rn := stStart(t, job(), cfg)
 	waitWithin(t, stWait, `"soon" to fire`, func() bool { return fired()["soon"] > 0 })
 	rn.stop(t, "run 1")
