@@ -171,7 +171,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	opts := append(slices.Clone(base),
 		kgo.ConsumerGroup(r.topo.Name()),
 		kgo.ConsumeTopics(r.topo.SourceTopics()...),
-		kgo.Balancers(assign.New(subs)),
+		kgo.Balancers(assign.New(subs, assign.Options{})),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.SessionTimeout(r.cfg.SessionTimeout),

@@ -292,7 +292,7 @@ func TestBalanceCopartitionedTasks(t *testing.T) {
 	subs := [][]string{{"clicks", "views"}, {"orders"}}
 	newGroup := func() *group {
 		return &group{
-			bal:    assign.New([][]string{{"views", "clicks"}, {"orders"}}), // any order
+			bal:    assign.New([][]string{{"views", "clicks"}, {"orders"}}, assign.Options{}), // any order
 			topics: map[string]int32{"clicks": 4, "views": 4, "orders": 2},
 		}
 	}
@@ -346,7 +346,7 @@ func TestBalanceCopartitionedTasks(t *testing.T) {
 // When two members claim a task, the claim of the later generation wins:
 // the other member missed a rebalance and its claim is stale.
 func TestBalanceStaleClaim(t *testing.T) {
-	g := &group{bal: assign.New([][]string{{"in"}}), topics: map[string]int32{"in": 2}}
+	g := &group{bal: assign.New([][]string{{"in"}}, assign.Options{}), topics: map[string]int32{"in": 2}}
 	g.join("m1", 3, map[string][]int32{"in": {0, 1}}) // stale
 	g.join("m2", 5, map[string][]int32{"in": {0}})
 	plan := g.balance(t)

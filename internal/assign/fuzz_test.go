@@ -16,7 +16,7 @@ import (
 // members, which samsa members never make, may leave the task split for
 // the one cooperative round in which its partitions are revoked.)
 func FuzzBalanceMetadata(f *testing.F) {
-	bal := assign.New([][]string{{"clicks", "views"}, {"orders"}})
+	bal := assign.New([][]string{{"clicks", "views"}, {"orders"}}, assign.Options{})
 	valid := bal.JoinGroupMetadata([]string{"clicks", "orders", "views"}, map[string][]int32{"clicks": {0, 1}, "views": {0, 1}}, 4)
 	f.Add(valid, "orders", int32(1), int32(3), int32(5))
 	f.Add([]byte{0, 3, 0, 0, 0, 1}, "views", int32(-1), int32(1<<30), int32(-1))
