@@ -28,10 +28,6 @@ import (
 // batch, with the offsets each batch reaches: a restart reads only what
 // is new.
 
-// globalFetchWait is how long a fetch of the global tables' topics waits
-// for records at most (Kafka's default fetch.max.wait.ms).
-const globalFetchWait = 500 * time.Millisecond
-
 // globalTables is an instance's copy of the job's global tables and the
 // reader that keeps it up to date.
 type globalTables struct {
@@ -90,10 +86,8 @@ func (m *member) openGlobals(ctx context.Context) (*globalTables, error) {
 func (g *globalTables) restore(ctx context.Context) error {
 	m := g.m
 	topics := make([]string, len(g.specs))
-	storeOf := map[string]string{}
 	for i, s := range g.specs {
 		topics[i] = s.Topic
-		storeOf[s.Topic] = s.Store
 	}
 	starts, err := m.adm.ListStartOffsets(ctx, topics...)
 	if err == nil {
@@ -159,11 +153,8 @@ func (g *globalTables) restore(ctx context.Context) error {
 	g.cl, err = kgo.NewClient(append(m.base,
 		kgo.ConsumePartitions(offsets),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(), // to see the offsets of transaction markers
-		// Well under restoreQuietPoll: a fetch that went out before every
-		// partition was ready must not hold the others up for so long
-		// that the restore takes them for compacted away.
-		kgo.FetchMaxWait(globalFetchWait),
+		kgo.KeepControlRecords(),           // to see the offsets of transaction markers
+		kgo.FetchMaxWait(restoreFetchWait), // see there
 	)...)
 	if err != nil {
 		return fmt.Errorf("runner: global tables: %w", err)

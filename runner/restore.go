@@ -16,6 +16,13 @@ import (
 // restoreBatch is how many changelog records a restore applies at once.
 const restoreBatch = 16 << 10
 
+// restoreFetchWait bounds how long a restore's fetch waits for records:
+// well under restoreQuietPoll, so that a fetch sent before every partition
+// was ready (kgo sends one for the partitions it has positions for) cannot
+// hold the others up long enough to look like the end of a compacted
+// changelog.
+const restoreFetchWait = 500 * time.Millisecond
+
 // restoreQuietPoll is how long a restore waits for records it knows are
 // there before it concludes that the rest of its range was compacted away.
 const restoreQuietPoll = 5 * time.Second
@@ -249,6 +256,7 @@ func (m *member) restoreAll(ctx context.Context, jobs []*restoreJob) error {
 		kgo.ConsumePartitions(offsets),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(restoreFetchWait),
 	)...)
 	if err != nil {
 		return fmt.Errorf("runner: restore: %w", err)
@@ -350,6 +358,7 @@ func (m *member) readPartition(ctx context.Context, topic string, partition int3
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().At(from)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(restoreFetchWait),
 	)...)
 	if err != nil {
 		return fmt.Errorf("runner: read %s/%d: %w", topic, partition, err)
