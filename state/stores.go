@@ -7,6 +7,8 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/google/btree"
+
 	"github.com/samsa-go/samsa/stream"
 )
 
@@ -157,6 +159,9 @@ func (ts *TaskStores) Apply(offsets map[string]int64) error {
 					ts.bytes -= e.size(k)
 					delete(s.cache, k)
 				}
+				if !e.dirty && s.overlay != nil {
+					s.overlay.Delete(k)
+				}
 			}
 		}
 		s.pendingKeys = s.pendingKeys[:0]
@@ -227,6 +232,13 @@ type Store struct {
 
 	dirtyMark int         // len(dirty) when the current record began (see undo.go)
 	limit     recordLimit // of its changelog topic (see limits.go)
+
+	// overlay holds, sorted, the keys that are dirty or pending (and, after
+	// a rollback, perhaps some that no longer are), so that an iterator
+	// finds the changes in its range without a pass over all of them. It
+	// is built by the first iterator: stores never scanned never pay for
+	// it.
+	overlay *btree.BTreeG[string]
 }
 
 var _ stream.Store = (*Store)(nil)
@@ -341,6 +353,9 @@ func (s *Store) set(key, value []byte) {
 	if !e.dirty {
 		e.dirty = true
 		s.dirty = append(s.dirty, k)
+		if s.overlay != nil {
+			s.overlay.ReplaceOrInsert(k)
+		}
 	}
 	ts.bytes += e.size(k)
 	ts.dirtyB += e.size(k)
@@ -359,23 +374,38 @@ func (s *Store) Prefix(prefix []byte) stream.Iterator {
 	return s.iter(prefix, PrefixEnd(prefix))
 }
 
-// iter merges the backend's keys with the changes not yet applied to it.
-// It costs a sort of those changes in range, at most one commit
-// interval's worth.
+// iter merges the backend's keys with the changes not yet applied to it,
+// which it takes from the overlay index: its cost grows with the changes
+// in its range, not with all the changes of the commit interval.
 func (s *Store) iter(lo, hi []byte) stream.Iterator {
-	var over []string
-	inRange := func(k string) bool {
-		return (lo == nil || k >= string(lo)) && (hi == nil || k < string(hi))
-	}
-	for _, keys := range [][]string{s.dirty, s.pendingKeys} {
-		for _, k := range keys {
-			if inRange(k) {
-				over = append(over, k)
+	if s.overlay == nil {
+		s.overlay = btree.NewG(32, func(a, b string) bool { return a < b })
+		for _, keys := range [][]string{s.dirty, s.pendingKeys} {
+			for _, k := range keys {
+				s.overlay.ReplaceOrInsert(k)
 			}
 		}
 	}
-	slices.Sort(over)
-	over = slices.Compact(over)
+	var over, stale []string
+	visit := func(k string) bool {
+		if hi != nil && k >= string(hi) {
+			return false
+		}
+		if e := s.cache[k]; e != nil && (e.dirty || e.pending) {
+			over = append(over, k)
+		} else {
+			stale = append(stale, k) // left by a rollback
+		}
+		return true
+	}
+	if lo == nil {
+		s.overlay.Ascend(visit)
+	} else {
+		s.overlay.AscendGreaterOrEqual(string(lo), visit)
+	}
+	for _, k := range stale {
+		s.overlay.Delete(k)
+	}
 	m := &mergeIter{base: s.ts.backend.NewIter(s.name, lo, hi), over: over, s: s}
 	m.advanceBase()
 	return m
