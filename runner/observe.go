@@ -52,7 +52,7 @@ type observer struct {
 	gaugeKeys  map[string][]string  // label values set on lag and storeBytes, to delete stale ones
 	catchUp    catchUp              // progress log
 	last       struct{ publish, sizes, lag time.Time }
-	sig        string                   // tasks and their states at the last publish
+	sig        taskSignature            // tasks and their states at the last publish
 	generation int32                    // the group generation seen last
 	ends       map[topicPartition]int64 // the last stable offsets measured last
 	behind     map[topicPartition]int64 // lag measured last, where the position was not known to the task
@@ -137,7 +137,9 @@ func newObserver(job string, reg *prometheus.Registry) *observer {
 // the progress of a catch-up. The loop calls it with m.mu held.
 func (m *member) observeLocked() {
 	o := m.r.metrics.view
-	o.member.Store(m)
+	if o.member.Swap(m) != m {
+		o.reset() // a new Run of the Runner
+	}
 	now := time.Now()
 	if _, gen := m.cl.GroupMetadata(); gen > o.generation {
 		o.generation = gen
@@ -166,18 +168,32 @@ func (m *member) observeLocked() {
 	}
 }
 
-// signatureLocked sums up the tasks and their states, to publish at once
-// when they change.
-func (m *member) signatureLocked() string {
-	var sb strings.Builder
-	sb.WriteString(strconv.FormatBool(m.assignedOnce))
-	for _, id := range slicesSortedTasks(m.tasks) {
-		fmt.Fprintf(&sb, ";%s", id)
-		if m.tasks[id].restoring {
-			sb.WriteString("r")
+// taskSignature sums up a member's tasks and their states, cheaply: the
+// view is published at once when it changes (a task restored, a task
+// added or dropped), and every publishEvery anyway.
+type taskSignature struct {
+	joined          bool
+	tasks, restored int
+}
+
+func (m *member) signatureLocked() taskSignature {
+	sig := taskSignature{joined: m.assignedOnce, tasks: len(m.tasks)}
+	for _, t := range m.tasks {
+		if !t.restoring {
+			sig.restored++
 		}
 	}
-	return sb.String()
+	return sig
+}
+
+// reset forgets what the observer measured for an earlier member.
+func (o *observer) reset() {
+	o.catchUp = catchUp{}
+	o.last.publish, o.last.sizes, o.last.lag = time.Time{}, time.Time{}, time.Time{}
+	o.sig, o.generation = taskSignature{}, 0
+	clear(o.ends)
+	clear(o.behind)
+	clear(o.sizes)
 }
 
 func slicesSortedTasks(tasks map[stream.TaskID]*task) []stream.TaskID {
