@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/samsa-go/samsa/runner"
 	"github.com/samsa-go/samsa/stream"
 )
 
@@ -125,6 +126,30 @@ func TestReplayEarliestResetsState(t *testing.T) {
 	if n := len(log.find("wiping local store: it does not match the committed changelog")); n != stPartitions {
 		t.Errorf("%d local stores wiped, want all %d", n, stPartitions)
 	}
+}
+
+// The same under exactly-once: the reset needs nothing of the commit
+// protocol, and the outputs read_committed are the first run's again.
+func TestReplayEarliestExactlyOnce(t *testing.T) {
+	t.Parallel()
+	e := stSetup(t, "in", "out")
+	want := map[string]int64{}
+	e.produceCounted("in", rand.New(rand.NewPCG(1, 7)), 2_000, 30, want)
+	dir := t.TempDir()
+	cfg := e.config(dir, stNewLog(t).logger("first"))
+	cfg.Processing = runner.ExactlyOnce
+	stRunToEnd(t, stCountJob("rp-eos", nil), cfg)
+	first := e.rpOutputs(t, "out", nil)
+	firstEnds := e.ends("out")
+
+	if code, _, errOut := e.rpReplay(t, stCountJob("rp-eos", nil), "--from", "earliest"); code != 0 {
+		t.Fatalf("replay: exit %d: %s", code, errOut)
+	}
+	cfg.Logger = stNewLog(t).logger("second")
+	stRunToEnd(t, stCountJob("rp-eos", nil), cfg)
+	rpCheckSame(t, "output of the run after the replay", e.rpOutputs(t, "out", firstEnds), first)
+	counts, _ := stStoreContents(t, dir, "rp-eos", 0)
+	stCheckCounts(t, "the local stores after the replay", counts, want)
 }
 
 // A replay of the word count, whose count is fed through a repartition
