@@ -27,6 +27,7 @@ type childSpec struct {
 	Variant        string
 	Brokers        []string
 	Input          string
+	Table          string // the join workload's table topic
 	Output         string // empty for the consume variant, which writes nothing
 	Group          string // the consumer group; samsa's job name
 	CommitInterval time.Duration

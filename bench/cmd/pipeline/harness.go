@@ -41,6 +41,7 @@ type harness struct {
 	source  string // what the variants read: the input, or the changelog of job
 	records int64  // the records in source
 	job     string // the job the harness ran once, whose changelog the restore workload reads
+	table   string // the join workload's table topic
 
 	// What the variants that write must write: how many records and, for
 	// counts, how many distinct keys.
@@ -92,6 +93,14 @@ func run(ctx context.Context, cfg config, w io.Writer) error {
 		// Ours goes away with its data directory; someone else's keeps
 		// what we leave. Best effort: there is nothing to do on failure.
 		defer h.deleteTopic(context.Background(), h.input)
+	}
+	if h.work.table {
+		if err := h.seedTable(ctx); err != nil {
+			return err
+		}
+		if h.broker == nil {
+			defer h.deleteTopic(context.Background(), h.table)
+		}
 	}
 	if err := h.seed(ctx); err != nil {
 		return err
@@ -233,6 +242,7 @@ func (h *harness) runOnce(ctx context.Context, variant string, n int) (result, e
 		Variant:        variant,
 		Brokers:        h.brokers,
 		Input:          h.source,
+		Table:          h.table,
 		Group:          name,
 		CommitInterval: h.cfg.commitInterval,
 		Threads:        h.cfg.samsaThreads,
@@ -389,6 +399,10 @@ func (h *harness) verify(ctx context.Context, spec childSpec) error {
 			problems = append(problems, fmt.Sprintf("%s holds %d records, want %d", spec.Output, total, h.wantOut))
 		} else if workloads[spec.Workload].counts {
 			if err := h.checkCounts(ctx, spec.Output, total); err != nil {
+				problems = append(problems, err.Error())
+			}
+		} else if workloads[spec.Workload].table {
+			if err := h.checkJoin(ctx, spec.Output, total); err != nil {
 				problems = append(problems, err.Error())
 			}
 		} else if workloads[spec.Workload].windowed {

@@ -30,6 +30,11 @@
 //   - wordcount: the input is lines of words; the baseline splits and
 //     counts them in a map, samsa runs the word-count example's job, whose
 //     GroupBy goes through a repartition topic;
+//   - join: the harness also seeds a table topic with one record per key,
+//     partitioned like the input; each input record is written out with
+//     its key's table value appended. The baseline reads the table into a
+//     map before its loop; samsa runs stream.TableInput and
+//     operators.JoinTable (see join.go);
 //   - restore: the harness runs the samsa count job once; then the
 //     baseline reads its changelog topic with a plain consumer, and samsa
 //     runs the job again in its group with an empty state directory,
@@ -37,7 +42,8 @@
 //     "restored tasks" logs).
 //
 // For count and wordcount the harness also checks that the last count of
-// every key adds up to the input's records (or words).
+// every key adds up to the input's records (or words); for join, that
+// every output record carries its key's table value.
 //
 // Each run of a variant is a child process of this command (the command
 // re-executed with the run's spec in the environment), with a fresh
@@ -121,7 +127,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	)
 	fs := flag.NewFlagSet("pipeline", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.workload, "workload", "map", "what to compare: map, count, wordcount, windowed or restore")
+	fs.StringVar(&cfg.workload, "workload", "map", "what to compare: map, count, wordcount, windowed, join or restore")
 	fs.IntVar(&cfg.records, "records", 1_000_000, "records to seed the input with")
 	fs.IntVar(&cfg.valueSize, "value-size", 100, "bytes of each record's value")
 	fs.IntVar(&cfg.keys, "keys", 10_000, "distinct keys")
@@ -160,7 +166,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	work, ok := workloads[cfg.workload]
 	if !ok {
-		return config{}, fmt.Errorf("flag --workload: unknown workload %q (want map, count, wordcount, windowed or restore)", cfg.workload)
+		return config{}, fmt.Errorf("flag --workload: unknown workload %q (want map, count, wordcount, windowed, join or restore)", cfg.workload)
 	}
 	for _, v := range cfg.variants {
 		if _, ok := work.variants[v]; !ok {

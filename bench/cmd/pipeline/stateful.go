@@ -36,6 +36,10 @@ type workload struct {
 	// that each output record is a window's count, adding up to the
 	// records of the closed windows.
 	windowed bool
+	// table seeds a table topic keyed like the input and checks that each
+	// output record is its input joined with its key's table value (see
+	// join.go).
+	table bool
 }
 
 // workloads are the workloads by name (--workload).
@@ -63,6 +67,11 @@ var workloads = map[string]workload{
 	"windowed": {windowed: true, variants: map[string]variant{
 		"baseline": {run: runBaselineWindowed, writes: true},
 		"samsa":    {run: runSamsaWindowed, writes: true},
+	}},
+	// Join each record with its key's value in a table topic.
+	"join": {table: true, variants: map[string]variant{
+		"baseline": {run: runBaselineJoin, writes: true},
+		"samsa":    {run: runSamsaJoin, writes: true},
 	}},
 	// Read the count job's changelog: a plain consumer of the whole topic
 	// against samsa restoring its store from it.
