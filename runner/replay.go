@@ -232,7 +232,16 @@ func refuseIfRunning(ctx context.Context, jb *jobBrokers, group string) error {
 // planReplay works out what a replay changes, reading the brokers only.
 func planReplay(ctx context.Context, jb *jobBrokers, topo *stream.Topology, from replayFrom, sel topicSelection, keepState bool) (*replayPlan, error) {
 	adm := jb.adm
-	inputs := topo.Inputs()
+	// The group's inputs: a global table's topic is read to its end at
+	// every start, whatever the replay.
+	var inputs, globals []string
+	for _, t := range topo.Inputs() {
+		if _, ok := topo.SubtopologyOf(t); ok {
+			inputs = append(inputs, t)
+		} else {
+			globals = append(globals, t)
+		}
+	}
 	details, err := adm.ListTopics(ctx, inputs...)
 	if err != nil {
 		return nil, fmt.Errorf("replay: list topics on %s: %w", jb.where, err)
@@ -255,7 +264,10 @@ func planReplay(ctx context.Context, jb *jobBrokers, topo *stream.Topology, from
 	}
 	for _, tp := range sel {
 		n, ok := partitions[tp.topic]
-		if !ok {
+		switch {
+		case !ok && slices.Contains(globals, tp.topic):
+			return nil, usageError{fmt.Errorf("flag --topic: %q is the topic of a global table, which every instance reads to its end at start: it has no offsets to move", tp.topic)}
+		case !ok:
 			return nil, usageError{fmt.Errorf("flag --topic: %q is not an input topic of job %s (its inputs: %s)", tp.topic, topo.Name(), strings.Join(inputs, ", "))}
 		}
 		if tp.partition >= n {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/samsa-go/samsa/runner"
 	"github.com/samsa-go/samsa/stream"
+	"github.com/samsa-go/samsa/stream/serde"
 )
 
 // rpReplay runs the job binary's replay command against e and returns its
@@ -392,6 +393,18 @@ func TestReplaySelection(t *testing.T) {
 	}
 	if code, _, errOut := e.rpReplay(t, stWordCountJob(), "--from", "earliest", "--topic", "lines:0", "--keep-state"); code != 0 {
 		t.Errorf("replay of lines:0 keeping state: exit %d, %q", code, errOut)
+	}
+	// A global table's topic is not the group's: not replayed.
+	global := func() *stream.Job {
+		job := upperJob("rp-global", nil)
+		stream.GlobalTableInput(job, "lines", serde.String, serde.String)
+		return job
+	}
+	if code, out, errOut := e.rpReplay(t, global(), "--from", "earliest", "--dry-run"); code != 0 || strings.Contains(out, "lines") {
+		t.Errorf("replay of a job with a global table: exit %d, %s\n%s", code, errOut, out)
+	}
+	if code, _, errOut := e.rpReplay(t, global(), "--from", "earliest", "--topic", "lines"); code != 2 || !strings.Contains(errOut, `"lines" is the topic of a global table`) {
+		t.Errorf("replay --topic of a global table's topic: exit %d, %q", code, errOut)
 	}
 	for _, tc := range []struct {
 		args []string
