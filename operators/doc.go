@@ -42,6 +42,28 @@
 // them, passed within a span of event time, remembering IDs in a store
 // until stream time moves past their span.
 //
+// # Joins
+//
+// [JoinTable] and [LeftJoinTable] join each record of a stream with the
+// value its key has in a [stream.Table] when the record is processed;
+// [JoinTables], [LeftJoinTables] and [OuterJoinTables] join two tables into
+// a third, kept in a store of its own, that changes with either. [Join],
+// [LeftJoin] and [OuterJoin] join two streams within [JoinWindows] of
+// event time: both sides wait in one store (see [Buffers]) until no record
+// of the other side can join them any more; the unmatched records of a
+// left or outer join are emitted once their window has closed in the
+// join's stream time, in order of closing time, and late records are
+// dropped and counted. These joins match keys within a task, so their
+// inputs must be co-partitioned: Job.Build refuses inputs whose keys a
+// node may have changed since their topic (re-key with [KeyBy]) or whose
+// topics' key serdes differ, and the runner refuses topics with different
+// partition counts. A task merges its input partitions by timestamp (see
+// package runner), so a join's output is a function of its input logs.
+//
+// [JoinGlobal] and [LeftJoinGlobal] look records up in a
+// [stream.GlobalTable] by a key taken from each record: no
+// co-partitioning, and the table as the instance has read it so far.
+//
 // # Errors and panics
 //
 // The functions given to the stateless operators do not return errors:

@@ -26,12 +26,19 @@
 // own instance of every processor, used by one goroutine at a time, and
 // sees its records in offset order per input partition.
 //
+// A [GlobalTable] is the exception: every instance holds all of its
+// topic, whatever tasks it runs, for lookups by any key (Kafka Streams'
+// GlobalKTable, Samza's side inputs).
+//
 // # The low-level API
 //
 // A [Task] (Samza's StreamTask) sees raw records of its inputs and writes
 // to any declared output with [Context.Emit]; add one with [AddTask]. A
 // [Processor] is the same idea inside a typed graph; [Via] and [ViaN]
-// insert one, and are how package operators is built.
+// insert one, [Via2] one with two inputs ([Processor2], for joins), and
+// they are how package operators is built. Options say what a node
+// needs: [WithStores], [WithTimers], and, for joins, [KeepsKey] and
+// [CoPartitioned].
 //
 // # Determinism
 //
