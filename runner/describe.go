@@ -236,6 +236,14 @@ func (d *description) text(w io.Writer) {
 		}
 		tw.Flush()
 	}
+	if globals := d.topo.GlobalTables(); len(globals) > 0 {
+		fmt.Fprintln(w, "\nglobal tables (every instance reads their topics to the end at start, then follows them)")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, g := range globals {
+			fmt.Fprintf(tw, "  store\t%s (Pebble; a table of topic %s)\n", g.Store, d.topicText(g.Topic))
+		}
+		tw.Flush()
+	}
 }
 
 // graph is the topology as boxes and arrows, for the diagram formats:
@@ -249,6 +257,10 @@ type graph struct {
 
 func (d *description) graph() *graph {
 	g := &graph{d: d, ids: map[string]string{}, used: map[string]bool{}}
+	for _, gt := range d.topo.GlobalTables() {
+		g.topic(gt.Topic)
+		g.id("store", gt.Store)
+	}
 	for _, sub := range d.topo.Subtopologies() {
 		for _, n := range sub.Nodes() {
 			g.id("node", n.Name)
@@ -310,6 +322,10 @@ func (d *description) mermaid(w io.Writer) {
 		}
 		fmt.Fprintln(w, "  end")
 	}
+	for _, gt := range d.topo.GlobalTables() {
+		fmt.Fprintf(w, "  %s[(\"%s\")]\n", g.id("store", gt.Store), mermaidText(gt.Store+"<br/>global table"))
+		fmt.Fprintf(w, "  %s -.->|restores| %s\n", g.id("topic", gt.Topic), g.id("store", gt.Store))
+	}
 	for _, sub := range d.topo.Subtopologies() {
 		for _, n := range sub.Nodes() {
 			id := g.id("node", n.Name)
@@ -362,6 +378,10 @@ func (d *description) dot(w io.Writer) {
 			fmt.Fprintf(w, "    %s [shape=cylinder, label=%s];\n", g.id("store", s.Name), dotQuote(label))
 		}
 		fmt.Fprintln(w, "  }")
+	}
+	for _, gt := range d.topo.GlobalTables() {
+		fmt.Fprintf(w, "  %s [shape=cylinder, label=%s];\n", g.id("store", gt.Store), dotQuote(gt.Store+"\nglobal table"))
+		fmt.Fprintf(w, "  %s -> %s [style=dashed, label=\"restores\"];\n", g.id("topic", gt.Topic), g.id("store", gt.Store))
 	}
 	for _, sub := range d.topo.Subtopologies() {
 		for _, n := range sub.Nodes() {

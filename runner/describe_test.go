@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +20,8 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 
 // describeJob is a job with every kind of box a description draws: a
 // repartition topic between two sub-topologies, a Pebble store with a
-// changelog, an in-memory store, and a table read from a topic.
+// changelog, an in-memory store, a table read from a topic, and a global
+// table.
 func describeJob() *stream.Job {
 	job := stream.NewJob("shop")
 	orders := stream.Input(job, "orders", serde.String, serde.String)
@@ -28,6 +30,10 @@ func describeJob() *stream.Job {
 	stream.Output(counts.ToStream(), "order-counts-out", serde.String, serde.Int64)
 	prices := stream.TableInput(job, "prices", serde.String, serde.Int64)
 	stream.Output(prices.ToStream(), "price-feed", serde.String, serde.Int64)
+	customers := stream.GlobalTableInput(job, "customers", serde.String, serde.String)
+	named := operators.JoinGlobal(counts.ToStream(), customers, func(k string, _ int64) string { return k },
+		func(_ string, n int64, name string) string { return fmt.Sprint(name, n) })
+	stream.Output(named, "named-counts", serde.String, serde.String)
 	stream.AddTask(job, stream.TaskSpec{
 		Name: "dedupe", Inputs: []string{"clicks"}, Outputs: []string{"clicks-unique"},
 		Stores: []stream.StoreSpec{{Name: "seen", InMemory: true}},
@@ -57,7 +63,7 @@ func golden(t *testing.T, name, got string) {
 
 func TestDescribeFormats(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t, kfake.SeedTopics(3, "orders", "order-counts-out", "prices", "price-feed", "clicks", "clicks-unique"))
+	b := newBroker(t, kfake.SeedTopics(3, "orders", "order-counts-out", "prices", "price-feed", "clicks", "clicks-unique", "customers", "named-counts"))
 	for _, format := range []string{"text", "mermaid", "dot"} {
 		t.Run(format, func(t *testing.T) {
 			code, out, errOut := command(t, describeJob(), "describe", "--format", format, "--brokers", b.addr)
