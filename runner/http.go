@@ -121,8 +121,8 @@ type httpError struct {
 
 func (r *Runner) serveState(w http.ResponseWriter, req *http.Request) {
 	store := req.PathValue("store")
-	spec, ok := r.topo.Store(store)
-	if !ok {
+	_, global := r.topo.GlobalTable(store)
+	if _, ok := r.topo.Store(store); !ok && !global {
 		writeJSON(w, http.StatusNotFound, httpError{fmt.Sprintf("job %s has no store %q", r.topo.Name(), store)})
 		return
 	}
@@ -137,6 +137,29 @@ func (r *Runner) serveState(w http.ResponseWriter, req *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, httpError{"starting: no tasks yet"})
 		return
 	}
+	resp := stateResponse{Store: store, Entries: []stateEntry{}, Tasks: []string{}}
+	if global {
+		// A global table is the instance's, not a task's; its store
+		// serializes its readers and its updater.
+		if m.globals == nil || m.globals.Store(store) == nil {
+			writeJSON(w, http.StatusServiceUnavailable, httpError{"starting: the global tables are not open yet"})
+			return
+		}
+		resp.Tasks = append(resp.Tasks, "global")
+		if err := sel.read(m.globals.Store(store), func(k, v []byte) bool {
+			if len(resp.Entries) == sel.limit {
+				resp.Truncated = true
+				return false
+			}
+			resp.Entries = append(resp.Entries, sel.entry("global", k, v))
+			return true
+		}); err != nil {
+			writeJSON(w, http.StatusInternalServerError, httpError{err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
 	ctx, cancel := context.WithTimeout(req.Context(), stateReadWait)
 	defer cancel()
 	if !lockWithin(ctx, &m.mu) {
@@ -144,7 +167,6 @@ func (r *Runner) serveState(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	defer m.mu.Unlock()
-	resp := stateResponse{Store: spec.Name, Entries: []stateEntry{}, Tasks: []string{}}
 	var restoring []string
 	for _, id := range slicesSortedTasks(m.tasks) {
 		t := m.tasks[id]

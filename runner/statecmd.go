@@ -82,6 +82,9 @@ func (c *cli) stateCmd(ctx context.Context, args []string) error {
 			stores = append(stores, s.Name)
 		}
 	}
+	for _, g := range topo.GlobalTables() {
+		stores = append(stores, g.Store)
+	}
 	slices.Sort(stores)
 	usage := fmt.Errorf("state: want `state get STORE KEY` or `state scan STORE [PREFIX]` (stores of %s: %s)", topo.Name(), strings.Join(stores, ", "))
 	if len(pos) < 2 {
@@ -101,7 +104,7 @@ func (c *cli) stateCmd(ctx context.Context, args []string) error {
 	default:
 		return usageError{usage}
 	}
-	if _, ok := topo.Store(store); !ok || !slices.Contains(stores, store) {
+	if !slices.Contains(stores, store) {
 		return usageError{fmt.Errorf("state: job %s has no store %q (its stores: %s)", topo.Name(), store, strings.Join(stores, ", "))}
 	}
 	if err != nil {
@@ -161,15 +164,22 @@ func readStateDir(topo *stream.Topology, sf *stateFlags, store string, q *stateQ
 	if spec.InMemory {
 		return nil, fmt.Errorf("state: store %s is kept in memory: only a running instance holds it; read it from one with --http-addr", store)
 	}
-	var sub *stream.Subtopology
-	for _, s := range topo.Subtopologies() {
-		for _, st := range s.Stores {
-			if st.Name == store {
-				sub = s
+	// The tasks whose directories hold the store: those of its
+	// sub-topology under tasks/, or the instance's global tables under
+	// global/.
+	dir, prefix := filepath.Join(sf.stateDir, "tasks"), ""
+	what := ""
+	if _, ok := topo.GlobalTable(store); ok {
+		dir, prefix, what = sf.stateDir, "global", "the global tables"
+	} else {
+		for _, s := range topo.Subtopologies() {
+			for _, st := range s.Stores {
+				if st.Name == store {
+					prefix, what = strconv.Itoa(s.ID)+"_", "sub-topology "+strconv.Itoa(s.ID)
+				}
 			}
 		}
 	}
-	dir := filepath.Join(sf.stateDir, "tasks")
 	if _, err := os.Stat(sf.stateDir); err != nil {
 		return nil, fmt.Errorf("state: flag --state-dir: %w", err)
 	}
@@ -182,15 +192,13 @@ func readStateDir(topo *stream.Topology, sf *stateFlags, store string, q *stateQ
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	prefix := strconv.Itoa(sub.ID) + "_"
 	var tasks []string
 	for _, d := range dirs {
-		if d.IsDir() && strings.HasPrefix(d.Name(), prefix) && (sf.task == "" || sf.task == d.Name()) {
+		if d.IsDir() && strings.HasPrefix(d.Name(), prefix) && (prefix == "global") == (d.Name() == "global") && (sf.task == "" || sf.task == d.Name()) {
 			tasks = append(tasks, d.Name())
 		}
 	}
 	if len(tasks) == 0 {
-		what := "sub-topology " + strconv.Itoa(sub.ID)
 		if sf.task != "" {
 			what = "task " + sf.task
 		}

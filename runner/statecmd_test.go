@@ -1,12 +1,16 @@
 package runner_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/samsa-go/samsa/operators"
 	"github.com/samsa-go/samsa/stream"
 	"github.com/samsa-go/samsa/stream/serde"
 )
@@ -120,4 +124,44 @@ func maskTasks(out string) string {
 func be64(n int64) []byte {
 	b, _ := serde.Int64.Encode(n)
 	return b
+}
+
+// A global table's store is read like the others: the instance's, from
+// <state-dir>/global or over HTTP.
+func TestStateCommandGlobalTable(t *testing.T) {
+	t.Parallel()
+	e := stSetup(t, "orders", "named", "customers")
+	job := func() *stream.Job {
+		job := stream.NewJob("globalstate")
+		orders := stream.Input(job, "orders", serde.String, serde.String)
+		customers := stream.GlobalTableInput(job, "customers", serde.String, serde.String)
+		named := operators.JoinGlobal(orders, customers, func(_, id string) string { return id },
+			func(_, _, name string) string { return name })
+		stream.Output(named, "named", serde.String, serde.String)
+		return job
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stWait)
+	defer cancel()
+	if err := e.cl.ProduceSync(ctx,
+		&kgo.Record{Topic: "customers", Key: []byte("c1"), Value: []byte("Ann")},
+		&kgo.Record{Topic: "customers", Key: []byte("c2"), Value: []byte("Bob")},
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	stRunToEnd(t, job(), e.config(dir, stNewLog(t).logger("first")))
+	if code, out, errOut := command(t, job(), "state", "scan", "customers", "--state-dir", dir, "--with-task"); code != 0 || out != "global\tc1\tAnn\nglobal\tc2\tBob\n" {
+		t.Errorf("state scan of a global table: exit %d, %q, %s", code, out, errOut)
+	}
+
+	log := stNewLog(t)
+	cfg := e.config(dir, log.logger("second"))
+	cfg.HTTPAddr = "127.0.0.1:0"
+	rn := stStart(t, job(), cfg)
+	addr := strings.TrimPrefix(strings.TrimSuffix(ftMetricsURL(t, log), "/metrics"), "http://")
+	waitFor(t, "the instance to be ready", func() bool { code, _ := hGet("http://" + addr + "/readyz"); return code == 200 })
+	if code, out, errOut := command(t, job(), "state", "get", "customers", "c2", "--http-addr", addr); code != 0 || out != "Bob\n" {
+		t.Errorf("state get of a global table over HTTP: exit %d, %q, %s", code, out, errOut)
+	}
+	rn.stop(t, "second")
 }
