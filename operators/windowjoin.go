@@ -160,9 +160,9 @@ const (
 )
 
 // windowJoiner is the processor of the windowed joins. Its clock and
-// sequence are loaded from the store with the first record, after the
-// runner restored the store; nextPurge and nextUnjoined let it skip scans
-// that would find nothing.
+// sequence are loaded from the store by the first record, after the
+// runner restored the store (see begin); nextPurge and nextUnjoined let
+// it skip scans that would find nothing.
 type windowJoiner[K, VL, VR, R any] struct {
 	b      JoinBuffers[K, VL, VR]
 	sides  [2]joinSide
@@ -216,9 +216,6 @@ type match struct {
 // can join any more. r holds the record's value encoded, lv or rv (by
 // its side) its value.
 func (j *windowJoiner[K, VL, VR, R]) process(ctx stream.Context, s int, r stream.Record[K, []byte], lv VL, rv VR) error {
-	if err := j.load(); err != nil {
-		return err
-	}
 	kb, err := j.b.key.Encode(r.Key)
 	if err != nil {
 		return fmt.Errorf("%s: encode key: %w", j.b.name, err)
@@ -226,6 +223,9 @@ func (j *windowJoiner[K, VL, VR, R]) process(ctx stream.Context, s int, r stream
 	if kb == nil {
 		ctx.Dropped("null key")
 		return nil
+	}
+	if err := j.begin(); err != nil {
+		return err
 	}
 	side, other := j.sides[s], j.sides[1-s]
 	ts := r.Timestamp.UnixMilli()
@@ -284,11 +284,7 @@ func (j *windowJoiner[K, VL, VR, R]) process(ctx stream.Context, s int, r stream
 		}
 	}
 
-	// Buffer the record.
-	j.seq++
-	if err := j.store.Put(metaSeq, binary.BigEndian.AppendUint64(nil, j.seq)); err != nil {
-		return j.fail(err)
-	}
+	// Buffer the record, numbered by begin's seq.
 	dk := binary.BigEndian.AppendUint64(window.AppendTime(window.AppendKey([]byte{side.data}, kb), ts), j.seq)
 	if err := j.store.Put(dk, r.Value); err != nil {
 		return j.fail(err)
@@ -313,24 +309,44 @@ func (j *windowJoiner[K, VL, VR, R]) fail(err error) error {
 	return fmt.Errorf("%s: %w", j.b.name, err)
 }
 
-// load reads the join's clock and sequence from the store, once.
-func (j *windowJoiner[K, VL, VR, R]) load() error {
-	if j.loaded {
-		return nil
-	}
-	if v, err := j.store.Get(metaTime); err == nil && len(v) == window.TimeLen {
-		j.now = window.Time(v)
-	} else if err != nil && !errors.Is(err, stream.ErrNotFound) {
+// begin starts a record: it numbers it with the next seq, kept in the
+// store. The processor holds its clock, its seq and its expiry hints in
+// memory; if the store's seq is not the one it holds, the store is not
+// where the processor left it (this is the task's first record, or the
+// previous record failed and its store writes were undone), and it loads
+// the clock and seq from the store again and forgets its hints. So a
+// failed record leaves no trace in the join, as in its store.
+func (j *windowJoiner[K, VL, VR, R]) begin() error {
+	v, err := j.store.Get(metaSeq)
+	var stored uint64
+	switch {
+	case errors.Is(err, stream.ErrNotFound):
+	case err != nil:
 		return j.fail(err)
-	} else {
+	case len(v) != 8:
+		return j.fail(fmt.Errorf("malformed sequence entry %x", v))
+	default:
+		stored = binary.BigEndian.Uint64(v)
+	}
+	if !j.loaded || stored != j.seq {
 		j.now = math.MinInt64
+		switch v, err := j.store.Get(metaTime); {
+		case errors.Is(err, stream.ErrNotFound):
+		case err != nil:
+			return j.fail(err)
+		case len(v) != window.TimeLen:
+			return j.fail(fmt.Errorf("malformed clock entry %x", v))
+		default:
+			j.now = window.Time(v)
+		}
+		j.seq, j.loaded = stored, true
+		j.nextPurge = [2]int64{unknownTime, unknownTime}
+		j.nextUnjoined = unknownTime
 	}
-	if v, err := j.store.Get(metaSeq); err == nil && len(v) == 8 {
-		j.seq = binary.BigEndian.Uint64(v)
-	} else if err != nil && !errors.Is(err, stream.ErrNotFound) {
+	j.seq++
+	if err := j.store.Put(metaSeq, binary.BigEndian.AppendUint64(nil, j.seq)); err != nil {
 		return j.fail(err)
 	}
-	j.loaded = true
 	return nil
 }
 
