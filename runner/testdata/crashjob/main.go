@@ -11,10 +11,9 @@
 package main
 
 import (
-	"fmt"
 	"os"
-	"time"
 
+	"github.com/samsa-go/samsa/internal/testjob"
 	"github.com/samsa-go/samsa/operators"
 	"github.com/samsa-go/samsa/runner"
 	"github.com/samsa-go/samsa/stream"
@@ -22,46 +21,18 @@ import (
 )
 
 func main() {
-	var delay time.Duration
-	if s := os.Getenv("CRASHJOB_RECORD_DELAY"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "crashjob: CRASHJOB_RECORD_DELAY=%q: %v\n", s, err)
-			os.Exit(2)
-		}
-		delay = d
-	}
-	run := os.Getenv("CRASHJOB_RUN")
-
 	job := stream.NewJob("crashjob")
 	in := stream.Input(job, "in", serde.Bytes, serde.String)
-	tagged := operators.Process(in, func(next stream.Processor[[]byte, string]) stream.Processor[[]byte, string] {
-		return &tagger{next: next, run: run, delay: delay}
-	})
-	out := operators.MapValues(tagged, func(v string) string { return v + "-out" })
+	in = testjob.Throttle(in, testjob.Delay("crashjob", "CRASHJOB_RECORD_DELAY"))
+	if run := os.Getenv("CRASHJOB_RUN"); run != "" {
+		in = operators.Process(in, func(next stream.Processor[[]byte, string]) stream.Processor[[]byte, string] {
+			return stream.ProcessorFunc[[]byte, string](func(ctx stream.Context, rec stream.Record[[]byte, string]) error {
+				rec.Headers = append(rec.Headers[:len(rec.Headers):len(rec.Headers)], stream.Header{Key: "crashjob-run", Value: []byte(run)})
+				return next.Process(ctx, rec)
+			})
+		})
+	}
+	out := operators.MapValues(in, func(v string) string { return v + "-out" })
 	stream.Output(out, "out", serde.Bytes, serde.String)
 	runner.Main(job)
-}
-
-// tagger adds the run header and holds each task to about one record per
-// delay. time.Sleep is coarse, so it sleeps once a millisecond is owed.
-type tagger struct {
-	next  stream.Processor[[]byte, string]
-	run   string
-	delay time.Duration
-	owed  time.Duration
-}
-
-func (t *tagger) Process(ctx stream.Context, rec stream.Record[[]byte, string]) error {
-	if t.delay > 0 {
-		t.owed += t.delay
-		if t.owed >= time.Millisecond {
-			time.Sleep(t.owed)
-			t.owed = 0
-		}
-	}
-	if t.run != "" {
-		rec.Headers = append(rec.Headers[:len(rec.Headers):len(rec.Headers)], stream.Header{Key: "crashjob-run", Value: []byte(t.run)})
-	}
-	return t.next.Process(ctx, rec)
 }
