@@ -26,7 +26,10 @@ import (
 // record before the tables hold what their topics held at start. Then a
 // goroutine keeps reading the topics and applying what arrives, batch by
 // batch, with the offsets each batch reaches: a restart reads only what
-// is new.
+// is new. Tasks read the tables concurrently (state.GlobalStores
+// serializes each lookup with the reader's writes). Partitions added to a
+// global table's topic while an instance runs are read from its next
+// start.
 
 // globalTables is an instance's copy of the job's global tables and the
 // reader that keeps it up to date.
