@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -396,7 +397,9 @@ func (o *adminOpts) topicsCreate(ctx context.Context, adm *kadm.Client, topics [
 		return err
 	}
 	var errs []error
-	for _, r := range resps.Sorted() {
+	// By name: kadm's Sorted orders by topic ID first, which is random.
+	for _, topic := range slices.Sorted(maps.Keys(resps)) {
+		r := resps[topic]
 		if r.Err != nil {
 			errs = append(errs, fmt.Errorf("topic %q: %w", r.Topic, r.Err))
 			continue
@@ -412,7 +415,9 @@ func topicsDelete(ctx context.Context, adm *kadm.Client, topics []string, w io.W
 		return err
 	}
 	var errs []error
-	for _, r := range resps.Sorted() {
+	// By name: kadm's Sorted orders by topic ID first, which is random.
+	for _, topic := range slices.Sorted(maps.Keys(resps)) {
+		r := resps[topic]
 		if r.Err != nil {
 			errs = append(errs, fmt.Errorf("topic %q: %w", r.Topic, r.Err))
 			continue
