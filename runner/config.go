@@ -56,6 +56,12 @@ type Config struct {
 	// stay invisible to read_committed readers.
 	// Default: 5s, or 100ms under ExactlyOnce.
 	CommitInterval time.Duration
+	// StandbyReplicas is how many other instances keep a standby copy of
+	// each task's Pebble stores up to date, from its changelogs, so that
+	// when the task moves to one of them it restores only a short tail.
+	// Standbys read only what their task's owner has committed. At most
+	// the number of other instances. Default: 0.
+	StandbyReplicas int
 	// UntilEnd makes Run return once the input offsets it owns reach the
 	// end offsets seen when it started, after a final commit.
 	UntilEnd bool
@@ -212,6 +218,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("runner: on-process-error %q: want fail, skip or dlq", c.OnProcessError)
 	case c.OnDropped != "" && c.OnDropped != stream.PolicySkip && c.OnDropped != stream.PolicyDeadLetter:
 		return fmt.Errorf("runner: on-dropped %q: want skip or dlq", c.OnDropped)
+	case c.StandbyReplicas < 0:
+		return fmt.Errorf("runner: standby replicas %d: must not be negative", c.StandbyReplicas)
 	case c.Threads < 1:
 		return fmt.Errorf("runner: threads %d: must be at least 1", c.Threads)
 	case c.SessionTimeout <= 0:

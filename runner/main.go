@@ -130,6 +130,7 @@ func (c *cli) runFlagSet(cmd string) (*flagSet, *runFlags) {
 	f.String((*string)(&rf.cfg.OnProcessError), "on-process-error", "", "`policy` for a record whose processing returns an error or panics: fail, skip or dlq, as above")
 	f.String((*string)(&rf.cfg.OnDropped), "on-dropped", "", "`policy` for an input record an operator drops on purpose, such as one too late for its window: skip (count and log it) or dlq (also write it to <job>-dlq); default: the job's, skip unless it sets one")
 	f.Int(&rf.cfg.Threads, "threads", defaultConfig.Threads, "how many tasks may process records at once")
+	f.Int(&rf.cfg.StandbyReplicas, "standby-replicas", 0, "how many other instances keep a warm copy of each task's stores, so that a task moving to one restores only a short tail")
 	f.Duration(&rf.cfg.SessionTimeout, "session-timeout", defaultConfig.SessionTimeout, "consumer-group session timeout: how long before a silent instance's tasks move")
 	f.Duration(&rf.cfg.ConnectTimeout, "connect-timeout", defaultConfig.ConnectTimeout, "how long to wait for the brokers at start")
 	f.Duration(&rf.cfg.ShutdownTimeout, "shutdown-timeout", defaultConfig.ShutdownTimeout, "how long a stop waits for the brokers to take the last outputs and commit; past it the uncommitted input is processed again by the next run")

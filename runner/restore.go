@@ -13,7 +13,9 @@ import (
 	"github.com/samsa-go/samsa/state"
 )
 
-// restoreBatch is how many changelog records a restore applies at once.
+// restoreBatch is how many changelog records a reader that writes
+// through state.Batch applies at once. (A task's restore writes through a
+// state.Load, which sizes its batches by its backend's measure.)
 const restoreBatch = 16 << 10
 
 // restoreFetchWait bounds how long a restore's fetch waits for records:
@@ -81,6 +83,9 @@ func (m *member) restoreLocked(ctx context.Context) error {
 	}
 	m.log.Info("restored tasks", "tasks", len(waiting), "stores", len(jobs), "records", records, "took", time.Since(began).Round(time.Millisecond))
 	for _, j := range jobs {
+		m.local.note(j.t.ID(), map[string]int64{j.store: j.to})
+	}
+	for _, j := range jobs {
 		if err := m.rewriteUncommitted(ctx, j); err != nil {
 			return err
 		}
@@ -105,7 +110,8 @@ type restoreJob struct {
 	from, to, end  int64
 	mirror         bool
 	applied        int64
-	b              state.Batch
+	load           state.Load
+	pending        int64 // records written to load since its last commit
 	began, lastLog time.Time
 	restored       prometheus.Counter
 	left           prometheus.Gauge
@@ -224,8 +230,9 @@ func (m *member) rewriteUncommitted(ctx context.Context, j *restoreJob) error {
 }
 
 // restoreAll runs the restore jobs together: one consumer fetches every
-// changelog partition at once, and each record goes into its store's
-// batch, applied every restoreBatch records with the offset it reaches.
+// changelog partition at once, and each partition's records go into its
+// store through a state.Load, committed with the offset they reach
+// whenever the load is full.
 func (m *member) restoreAll(ctx context.Context, jobs []*restoreJob) error {
 	type tp struct {
 		topic     string
@@ -236,6 +243,8 @@ func (m *member) restoreAll(ctx context.Context, jobs []*restoreJob) error {
 	for _, j := range jobs {
 		j.began, j.lastLog = time.Now(), time.Now()
 		j.left.Set(float64(j.to - j.from))
+		j.load = state.NewLoad(j.t.stores.Backend(), j.store)
+		defer j.load.Close()
 		if j.from >= j.to {
 			if err := m.finishJob(j); err != nil {
 				return err
@@ -262,9 +271,7 @@ func (m *member) restoreAll(ctx context.Context, jobs []*restoreJob) error {
 		return fmt.Errorf("runner: restore: %w", err)
 	}
 	defer cl.Close()
-	left := len(byTP)
-	var applyErr error
-	for left > 0 && applyErr == nil {
+	for left := len(byTP); left > 0; {
 		fs, quiet, err := m.pollChangelog(ctx, cl)
 		if err != nil {
 			return err
@@ -272,38 +279,19 @@ func (m *member) restoreAll(ctx context.Context, jobs []*restoreJob) error {
 		if quiet {
 			break // nothing more arrives below the ends: the rest was compacted
 		}
-		fs.EachRecord(func(r *kgo.Record) {
-			j := byTP[tp{r.Topic, r.Partition}]
-			if j == nil || j.done || applyErr != nil {
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			j := byTP[tp{p.Topic, p.Partition}]
+			if err != nil || j == nil || j.done {
 				return
 			}
-			if r.Offset >= j.to {
-				applyErr = m.finishJob(j)
+			err = m.restoreRecords(j, p.Records)
+			if j.done {
 				left--
-				return
-			}
-			// A record with a null key is no row of a table read from a
-			// topic (stream.TableInput drops it too); samsa's own
-			// changelogs never hold one.
-			if !r.Attrs.IsControl() && r.Key != nil {
-				if r.Value == nil {
-					j.b.Delete(j.store, r.Key)
-				} else {
-					j.b.Put(j.store, r.Key, r.Value)
-				}
-				j.applied++
-			}
-			switch {
-			case r.Offset+1 >= j.to:
-				applyErr = m.finishJob(j)
-				left--
-			case j.b.Len() >= restoreBatch:
-				applyErr = m.applyRestore(j, r.Offset+1)
 			}
 		})
-	}
-	if applyErr != nil {
-		return applyErr
+		if err != nil {
+			return err
+		}
 	}
 	for _, j := range byTP {
 		if !j.done {
@@ -315,16 +303,47 @@ func (m *member) restoreAll(ctx context.Context, jobs []*restoreJob) error {
 	return nil
 }
 
-// applyRestore applies a job's batch with the offset it reaches, and logs
+// restoreRecords writes records fetched from j's changelog partition, in
+// offset order, into j's store: it commits them whenever the load is
+// full, and finishes j at its end offset.
+func (m *member) restoreRecords(j *restoreJob, records []*kgo.Record) error {
+	for _, r := range records {
+		if r.Offset >= j.to {
+			return m.finishJob(j)
+		}
+		// A record with a null key is no row of a table read from a
+		// topic (stream.TableInput drops it too); samsa's own changelogs
+		// never hold one.
+		if !r.Attrs.IsControl() && r.Key != nil {
+			if r.Value == nil {
+				j.load.Delete(r.Key)
+			} else {
+				j.load.Put(r.Key, r.Value)
+			}
+			j.pending++
+		}
+		if r.Offset+1 >= j.to {
+			return m.finishJob(j)
+		}
+		if j.load.Full() {
+			if err := m.commitRestore(j, r.Offset+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// commitRestore commits a job's load with the offset it reaches, and logs
 // progress every few seconds.
-func (m *member) applyRestore(j *restoreJob, off int64) error {
-	j.b.SetOffset(j.store, off)
-	if err := j.t.stores.Backend().Apply(&j.b); err != nil {
+func (m *member) commitRestore(j *restoreJob, off int64) error {
+	if err := j.load.Commit(off); err != nil {
 		return fmt.Errorf("runner: restore %s of task %s: %w", j.store, j.t.ID(), err)
 	}
-	j.restored.Add(float64(j.b.Len()))
+	j.applied += j.pending
+	j.restored.Add(float64(j.pending))
+	j.pending = 0
 	j.left.Set(float64(j.to - off))
-	j.b.Reset()
 	if time.Since(j.lastLog) >= 5*time.Second {
 		j.lastLog = time.Now()
 		done, total := off-j.from, j.to-j.from
@@ -336,10 +355,10 @@ func (m *member) applyRestore(j *restoreJob, off int64) error {
 	return nil
 }
 
-// finishJob applies the rest of a job, at its end offset.
+// finishJob commits the rest of a job, at its end offset.
 func (m *member) finishJob(j *restoreJob) error {
 	j.done = true
-	if err := m.applyRestore(j, j.to); err != nil {
+	if err := m.commitRestore(j, j.to); err != nil {
 		return err
 	}
 	m.log.Info("restored store", "store", j.store, "task", j.t.ID(), "records", j.applied, "from", j.from, "to", j.to,
@@ -409,4 +428,9 @@ func (m *member) pollChangelog(ctx context.Context, cl *kgo.Client) (fs kgo.Fetc
 		}
 	})
 	return fs, false, err
+}
+
+// NewLoad implements state.Loader with the load of the store's backend.
+func (s *splitBackend) NewLoad(store string) state.Load {
+	return state.NewLoad(s.byStore[store], store)
 }

@@ -144,6 +144,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		m.blockCache = pebblestore.NewCache(r.cfg.BlockCacheBytes)
 		defer m.blockCache.Unref()
 	}
+	m.local = newLocalStores(r.topo)
+	if r.stateful() {
+		if err := m.scanLocalStores(ctx); err != nil {
+			return err
+		}
+	}
 	// Global tables are read to their end before the group is joined.
 	globals, err := m.openGlobals(ctx)
 	if err != nil {
@@ -164,6 +170,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 
+	if m.standbys, err = newStandbys(m); err != nil {
+		return err
+	}
+	defer m.standbys.start(ctx)()
+
 	subs := make([][]string, len(r.topo.Subtopologies()))
 	for i, s := range r.topo.Subtopologies() {
 		subs[i] = s.Inputs
@@ -171,7 +182,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	opts := append(slices.Clone(base),
 		kgo.ConsumerGroup(r.topo.Name()),
 		kgo.ConsumeTopics(r.topo.SourceTopics()...),
-		kgo.Balancers(assign.New(subs, assign.Options{})),
+		kgo.Balancers(assign.New(subs, m.balancerOptions())),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.SessionTimeout(r.cfg.SessionTimeout),
@@ -275,7 +286,10 @@ type member struct {
 	bad        *badRecords      // what to do with records that fail; see policy.go
 
 	globals *state.GlobalStores // the job's global tables; see global.go
-	paused  map[partKey]bool    // paused while their task waits; see merge.go
+
+	local    *localStores     // the task stores on local disk, reported to the group; see warm.go
+	standbys *standbys        // standby tasks (Config.StandbyReplicas); see standby.go
+	paused   map[partKey]bool // paused while their task waits; see merge.go
 
 	// For UntilEnd: where each input partition starts and ends.
 	starts, ends kadm.ListedOffsets
@@ -389,6 +403,7 @@ func (m *member) assignLocked(ctx context.Context, assigned map[string][]int32, 
 			t := m.tasks[id]
 			if t == nil {
 				var err error
+				m.standbys.activate(id) // a standby copy hands its directory over
 				if t, err = m.newTask(ctx, id); err != nil {
 					m.fail(fmt.Errorf("runner: start task %s: %w", id, err))
 					continue
@@ -499,6 +514,7 @@ func (m *member) dropLocked(parts map[string][]int32, why string) {
 					m.log.Warn("close task", "task", id, "error", err)
 				}
 				delete(m.tasks, id)
+				m.standbys.deactivate(id)
 				dropped = append(dropped, id.String())
 			}
 		}
@@ -682,7 +698,7 @@ func (m *member) noteBacklogLocked() {
 // backlogged reports whether the task has records queued that it can
 // process now.
 func (t *task) backlogged() bool {
-	if t.restoring || t.err != nil {
+	if t.restoring || t.err != nil || t.waiting() {
 		return false
 	}
 	for _, in := range t.inputs {
@@ -864,6 +880,9 @@ func (t *task) drainInput(in *input, limit int) (n int) {
 func (m *member) commitLocked(ctx context.Context) error {
 	start := time.Now()
 	if m.exactlyOnce() {
+		// A transaction must end, one way or the other, once it is
+		// being committed: canceling it midway leaves it open on the
+		// brokers until it times out.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 		defer cancel()
@@ -931,6 +950,7 @@ func (m *member) commitLocked(ctx context.Context) error {
 		if err := t.stores.Apply(offsets); err != nil {
 			return fmt.Errorf("runner: task %s: apply committed changes to the local stores: %w", t.ID(), err)
 		}
+		m.local.note(t.ID(), offsets)
 	}
 	m.r.metrics.commits.Inc()
 	m.r.metrics.commitSeconds.Observe(time.Since(start).Seconds())

@@ -21,7 +21,6 @@ import (
 	"github.com/samsa-go/samsa/internal/engine"
 	"github.com/samsa-go/samsa/state"
 	"github.com/samsa-go/samsa/state/memstore"
-	"github.com/samsa-go/samsa/state/pebblestore"
 	"github.com/samsa-go/samsa/stream"
 )
 
@@ -36,12 +35,12 @@ const changelogMinCompactionLag = time.Hour
 // two processes never share task stores.
 func lockStateDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("runner: state directory: %w", err)
+		return nil, fmt.Errorf("runner: state directory %s (--state-dir): %w", dir, err)
 	}
 	path := filepath.Join(dir, "LOCK")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("runner: state directory lock: %w", err)
+		return nil, fmt.Errorf("runner: state directory %s (--state-dir): lock: %w", dir, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
@@ -151,19 +150,9 @@ func (m *member) openStores(id stream.TaskID, specs []stream.StoreSpec, t *task)
 		}
 	}
 	if len(durable) > 0 {
-		dir := filepath.Join(m.r.cfg.StateDir, "tasks", id.String())
-		ident := pebblestore.Identity{Job: m.r.topo.Name(), Task: id.String(), Partitions: m.partitions[m.r.topo.Subtopologies()[id.Subtopology].Inputs[0]]}
-		opts := pebblestore.Options{Cache: m.blockCache, MemTableSize: m.r.cfg.MemTableSize}
-		db, err := pebblestore.Open(dir, ident, opts)
-		if errors.Is(err, pebblestore.ErrForeign) || errors.Is(err, pebblestore.ErrCorrupt) {
-			m.log.Warn("wiping the local store directory; the stores will be restored from their changelogs", "task", id, "dir", dir, "reason", err)
-			if rerr := os.RemoveAll(dir); rerr != nil {
-				return nil, fmt.Errorf("runner: wipe %s: %w", dir, rerr)
-			}
-			db, err = pebblestore.Open(dir, ident, opts)
-		}
+		db, err := m.openTaskDB(id) // see warm.go
 		if err != nil {
-			return nil, fmt.Errorf("runner: task %s: %w", id, err)
+			return nil, err
 		}
 		route.all = append(route.all, db)
 		for _, s := range durable {

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/samsa-go/samsa/internal/assign"
 	"github.com/samsa-go/samsa/stream"
 )
 
@@ -35,6 +36,7 @@ type memberStatus struct {
 	ClientID string   `json:"client_id"`
 	Host     string   `json:"host"`
 	Tasks    []string `json:"tasks"`
+	Standby  []string `json:"standby,omitempty"` // standby tasks (--standby-replicas)
 }
 
 type partitionStatus struct {
@@ -126,6 +128,10 @@ func readStatus(ctx context.Context, jb *jobBrokers, topo *stream.Topology) (*jo
 					ms.Tasks = append(ms.Tasks, id)
 				}
 				slices.SortFunc(ms.Tasks, compareTaskStrings)
+				standby, _ := assign.ParseUserData(a.UserData)
+				for _, t := range standby {
+					ms.Standby = append(ms.Standby, stream.TaskID{Subtopology: t.Sub, Partition: t.Partition}.String())
+				}
 			}
 			st.Members = append(st.Members, ms)
 		}
@@ -212,10 +218,19 @@ func (st *jobStatus) print(w io.Writer, now time.Time) {
 	if len(st.Members) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  #\tMEMBER\tCLIENT\tHOST\tTASKS")
+		standbys := slices.ContainsFunc(st.Members, func(m memberStatus) bool { return len(m.Standby) > 0 })
+		header := "  #\tMEMBER\tCLIENT\tHOST\tTASKS"
+		if standbys {
+			header += "\tSTANDBY"
+		}
+		fmt.Fprintln(tw, header)
 		for i, m := range st.Members {
 			number[m.ID] = strconv.Itoa(i + 1)
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", i+1, m.ID, m.ClientID, m.Host, strings.Join(m.Tasks, " "))
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s", i+1, m.ID, m.ClientID, m.Host, strings.Join(m.Tasks, " "))
+			if standbys {
+				fmt.Fprintf(tw, "\t%s", strings.Join(m.Standby, " "))
+			}
+			fmt.Fprintln(tw)
 		}
 		tw.Flush()
 	} else {

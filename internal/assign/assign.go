@@ -15,7 +15,8 @@
 // changelog it lacks (see AssignWarm). With Options.Standbys the leader
 // also names, per stateful task, members other than its owner that keep
 // a copy warm; each member learns its standby tasks from its
-// assignment's user data (Options.OnStandbys).
+// assignment's user data (Options.OnAssigned), with the tasks it is to
+// get in the next cooperative round, whose copies it keeps warm meanwhile.
 package assign
 
 import (
@@ -23,6 +24,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -51,11 +53,10 @@ type Options struct {
 	// a task has to move. It is called on every join and must be safe for
 	// concurrent use. Nil: nothing is reported.
 	Local func() map[Task]int64
-	// OnStandbys is called with this member's standby tasks each time
-	// ParseSyncAssignment parses an assignment, from the client's group
-	// goroutine, before the assignment's partitions are assigned or
-	// revoked.
-	OnStandbys func([]Task)
+	// OnAssigned is called with each assignment this member receives,
+	// when ParseSyncAssignment parses it: from the client's group
+	// goroutine, before its partitions are assigned or revoked.
+	OnAssigned func(Assignment)
 	// Log, if set, receives one line per balance the leader does: how
 	// many tasks moved, how many of those went to a member with a warm
 	// copy, and how many standbys were assigned.
@@ -67,6 +68,9 @@ type Options struct {
 type Balancer struct {
 	subs [][]string // input topics of each sub-topology, sorted
 	opts Options
+
+	mu       sync.Mutex
+	incoming []Task // what this member's last assignment said it gets next
 }
 
 // New returns a balancer for a job whose sub-topology i reads the topics
@@ -89,7 +93,11 @@ func (*Balancer) IsCooperative() bool { return true }
 
 // JoinGroupMetadata implements kgo.GroupBalancer: the standard consumer
 // metadata with the partitions this member owns and, as user data, the
-// changelog offsets of the task stores it holds (see Options.Local).
+// changelog offsets of the task stores it holds (see Options.Local) and
+// the tasks its last assignment said it gets next (Assignment.Incoming).
+// The leader counts those as this member's while nobody owns them: the
+// second round of a cooperative move then completes the move the first
+// one began, rather than placing the tasks afresh.
 func (b *Balancer) JoinGroupMetadata(interests []string, owned map[string][]int32, generation int32) []byte {
 	meta := kmsg.NewConsumerMemberMetadata()
 	meta.Version = 3
@@ -101,38 +109,74 @@ func (b *Balancer) JoinGroupMetadata(interests []string, owned map[string][]int3
 		op.Partitions = owned[topic]
 		meta.OwnedPartitions = append(meta.OwnedPartitions, op)
 	}
+	var d memberData
 	if b.opts.Local != nil {
-		meta.UserData = encodeMemberData(b.opts.Local())
+		d.local = b.opts.Local()
 	}
+	b.mu.Lock()
+	d.incoming = b.incoming
+	b.mu.Unlock()
+	meta.UserData = encodeMemberData(d)
 	return meta.AppendTo(nil)
 }
 
-// ParseSyncAssignment implements kgo.GroupBalancer. It hands the standby
-// tasks in the assignment's user data to Options.OnStandbys.
-func (b *Balancer) ParseSyncAssignment(assignment []byte) (map[string][]int32, error) {
-	var a kmsg.ConsumerMemberAssignment
-	if err := a.ReadFrom(assignment); err != nil {
-		return nil, fmt.Errorf("sync assignment parse failed: %v", err)
-	}
-	out := make(map[string][]int32, len(a.Topics))
-	for _, t := range a.Topics {
-		out[t.Topic] = t.Partitions
-	}
-	if b.opts.OnStandbys != nil {
-		b.opts.OnStandbys(decodeAssignmentData(a.UserData))
-	}
-	return out, nil
+// Assignment is what a member was assigned, in tasks.
+type Assignment struct {
+	// Active are the tasks whose partitions the member consumes.
+	Active []Task
+	// Standby are the tasks the member keeps standby copies of.
+	Standby []Task
+	// Incoming are the tasks the member gets in the next cooperative
+	// round, once their current owners have given them up.
+	Incoming []Task
 }
 
-// Standbys returns the standby tasks in an assignment (a SyncGroup
-// member assignment this balancer made), for tools that describe the
-// group.
-func Standbys(assignment []byte) []Task {
-	var a kmsg.ConsumerMemberAssignment
-	if err := a.ReadFrom(assignment); err != nil {
-		return nil
+// ParseSyncAssignment implements kgo.GroupBalancer. It hands the
+// assignment, in tasks, to Options.OnAssigned.
+func (b *Balancer) ParseSyncAssignment(assignment []byte) (map[string][]int32, error) {
+	parts, a, err := b.ParseAssignment(assignment)
+	if err != nil {
+		return nil, err
 	}
-	return decodeAssignmentData(a.UserData)
+	b.mu.Lock()
+	b.incoming = a.Incoming
+	b.mu.Unlock()
+	if b.opts.OnAssigned != nil {
+		b.opts.OnAssigned(a)
+	}
+	return parts, nil
+}
+
+// ParseUserData returns the standby and incoming tasks named in the user
+// data of an assignment this balancer made (as tools that describe the
+// group find it in kmsg.ConsumerMemberAssignment.UserData).
+func ParseUserData(userData []byte) (standby, incoming []Task) {
+	return decodeAssignmentData(userData)
+}
+
+// ParseAssignment parses a member's assignment: its partitions, and what
+// they and the assignment's user data mean in tasks.
+func (b *Balancer) ParseAssignment(assignment []byte) (map[string][]int32, Assignment, error) {
+	var ca kmsg.ConsumerMemberAssignment
+	if err := ca.ReadFrom(assignment); err != nil {
+		return nil, Assignment{}, fmt.Errorf("sync assignment parse failed: %v", err)
+	}
+	parts := make(map[string][]int32, len(ca.Topics))
+	var a Assignment
+	for _, t := range ca.Topics {
+		parts[t.Topic] = t.Partitions
+		for s, topics := range b.subs {
+			if slices.Contains(topics, t.Topic) {
+				for _, p := range t.Partitions {
+					a.Active = append(a.Active, Task{s, p})
+				}
+			}
+		}
+	}
+	slices.SortFunc(a.Active, Task.compare)
+	a.Active = slices.CompactFunc(a.Active, func(x, y Task) bool { return x.compare(y) == 0 })
+	a.Standby, a.Incoming = decodeAssignmentData(ca.UserData)
+	return parts, a, nil
 }
 
 // MemberBalancer implements kgo.GroupBalancer.
@@ -205,11 +249,32 @@ func (b *Balancer) Balance(cb *kgo.ConsumerBalancer, topics map[string]int32) kg
 			}
 		}
 	}
+	// A task nobody owns that a member was told it gets next is that
+	// member's: it was given up for it in the first round of a
+	// cooperative move. (Placed afresh, it could go back to the member
+	// that gave it up, say for its warm copy, and be taken away again in
+	// the next round, and so on.)
+	data := make([]memberData, len(metas))
+	for i, meta := range metas {
+		data[i] = decodeMemberData(meta.UserData)
+	}
+	pending := map[Task]claim{}
+	for i, meta := range metas {
+		for _, t := range data[i].incoming {
+			if _, owned := owner[t]; owned {
+				continue
+			}
+			if c, ok := pending[t]; !ok || meta.Generation > c.gen {
+				pending[t] = claim{i, meta.Generation}
+			}
+		}
+	}
+	maps.Copy(owner, pending)
 	ownerOf := func(t Task) (int, bool) {
 		c, ok := owner[t]
 		return c.member, ok
 	}
-	lag := warmth(metas)
+	lag := warmth(data)
 
 	var stateful func(Task) bool
 	if b.opts.Stateful != nil {
@@ -222,7 +287,7 @@ func (b *Balancer) Balance(cb *kgo.ConsumerBalancer, topics map[string]int32) kg
 	}
 
 	plan := cb.NewPlan()
-	out := &syncPlan{plan: plan, standbys: map[string][]Task{}}
+	out := &syncPlan{plan: plan, standbys: map[string][]Task{}, incoming: map[string][]Task{}}
 	var moved, warm, nStandbys int
 	for i, ts := range assigned {
 		for _, t := range ts {
@@ -244,6 +309,18 @@ func (b *Balancer) Balance(cb *kgo.ConsumerBalancer, topics map[string]int32) kg
 		}
 	}
 	plan.AdjustCooperative(cb)
+	// The tasks the cooperative adjustment held back: their members
+	// get them next round, and keep their copies warm meanwhile.
+	adjusted := plan.AsMemberIDMap()
+	for i, ts := range assigned {
+		id := members[i].MemberID
+		for _, t := range ts {
+			i := slices.IndexFunc(b.subs[t.Sub], func(topic string) bool { return t.Partition < topics[topic] })
+			if i >= 0 && !slices.Contains(adjusted[id][b.subs[t.Sub][i]], t.Partition) {
+				out.incoming[id] = append(out.incoming[id], t)
+			}
+		}
+	}
 	if b.opts.Log != nil {
 		b.opts.Log("balanced the group's tasks", "members", len(members), "tasks", len(tasks),
 			"placed", moved, "placed_warm", warm, "standbys", nStandbys)
@@ -256,11 +333,11 @@ func (b *Balancer) Balance(cb *kgo.ConsumerBalancer, topics map[string]int32) kg
 // Options.Local): how many changelog records it is behind the most
 // advanced copy reported for the task (the active owner's, usually). A
 // member that reported no copy has none.
-func warmth(metas []*kmsg.ConsumerMemberMetadata) Lag {
-	reports := make([]map[Task]int64, len(metas))
+func warmth(data []memberData) Lag {
+	reports := make([]map[Task]int64, len(data))
 	best := map[Task]int64{}
-	for i, meta := range metas {
-		reports[i] = decodeMemberData(meta.UserData)
+	for i, d := range data {
+		reports[i] = d.local
 		for t, off := range reports[i] {
 			best[t] = max(best[t], off)
 		}
@@ -274,26 +351,27 @@ func warmth(metas []*kmsg.ConsumerMemberMetadata) Lag {
 	}
 }
 
-// syncPlan is a balance plan with each member's standby tasks in its
-// assignment's user data.
+// syncPlan is a balance plan with each member's standby and incoming
+// tasks in its assignment's user data.
 type syncPlan struct {
-	plan     *kgo.BalancePlan
-	standbys map[string][]Task // by member ID
+	plan               *kgo.BalancePlan
+	standbys, incoming map[string][]Task // by member ID
 }
 
 // IntoSyncAssignment implements kgo.IntoSyncAssignment.
 func (p *syncPlan) IntoSyncAssignment() []kmsg.SyncGroupRequestGroupAssignment {
 	out := p.plan.IntoSyncAssignment()
 	for i := range out {
-		sb := p.standbys[out[i].MemberID]
-		if len(sb) == 0 {
+		id := out[i].MemberID
+		data := encodeAssignmentData(p.standbys[id], p.incoming[id])
+		if data == nil {
 			continue
 		}
 		var a kmsg.ConsumerMemberAssignment
 		if err := a.ReadFrom(out[i].MemberAssignment); err != nil {
 			continue // cannot happen: kgo encoded it
 		}
-		a.UserData = encodeAssignmentData(sb)
+		a.UserData = data
 		out[i].MemberAssignment = a.AppendTo(nil)
 	}
 	return out
@@ -326,9 +404,10 @@ func Assign(n int, tasks []Task, owner func(Task) (int, bool)) [][]Task {
 //     none is warm) among those with room, then to the least loaded, then
 //     to the lowest index. Tasks with a warm copy somewhere are placed
 //     first, most caught-up copy first, so that room goes to them before
-//     cold tasks fill it. A stateful task whose owner left, which no
-//     member with room holds a copy of, goes to the member with the
-//     warmest copy beyond its share of stateful tasks, if its total stays
+//     cold tasks fill it. A stateful task whose owner left, whose
+//     warmest copy is on a member without room (more than acceptableLag
+//     records ahead of the copies of members with room), goes to that
+//     member beyond its share of stateful tasks, if its total stays
 //     within balance: that member then gets fewer stateless tasks.
 //
 // stateful nil means every task is. This is Kafka Streams'
@@ -366,14 +445,20 @@ func AssignWarm(n int, tasks []Task, owner func(Task) (int, bool), lag Lag, stat
 	return out
 }
 
+// acceptableLag is how far behind the warmest copy of a task's stores
+// another copy may be and still count as warm as it: a task whose owner
+// left goes beyond its member's share only to a copy warmer than that.
+// (Kafka Streams' acceptable.recovery.lag, in changelog records.)
+const acceptableLag = 1000
+
 // place adds tasks to out so that every member ends with base or base+1
 // tasks, at most extra of them base+1, counting what out holds already
 // (no member holds more than base+1, nor more than extra base+1). See
 // AssignWarm for the rules. The one exception: a task with no owner (it
-// left) that no member with room holds a copy of goes to the member with
-// the warmest copy if that member holds fewer than soft tasks; it then
-// holds more than its share of this pass's tasks, and the next pass gives
-// it fewer.
+// left) whose warmest copy is on a member without room, more than
+// acceptableLag records ahead of any copy on a member with room, goes to
+// that member if it holds fewer than soft tasks; it then holds more than
+// its share of this pass's tasks, and the next pass gives it fewer.
 func place(out [][]Task, tasks []Task, owner func(Task) (int, bool), lag Lag, base, extra, soft int) {
 	n := len(out)
 	full := 0
@@ -504,17 +589,19 @@ func place(out [][]Task, tasks []Task, owner func(Task) (int, bool), lag Lag, ba
 				best, bestLag, bestWarm = m, l, warm
 			}
 		}
-		if o, ok := owner(t); !bestWarm && (!ok || o < 0 || o >= n) {
-			// A task whose owner left goes beyond the share, to a warm
-			// copy, if one has room below soft. (A task given up for
-			// balance moves on, cold: otherwise its owner would keep it.)
+		if o, ok := owner(t); !ok || o < 0 || o >= n {
+			// A task whose owner left goes beyond the share to a copy
+			// much warmer than any member with room holds, if its
+			// member has fewer than soft tasks. (A task given up for
+			// balance moves on: otherwise its owner would keep it.)
+			warmest, wl := -1, int64(0)
 			for m := range n {
-				if l, warm := lag(m, t); warm && len(out[m]) < soft && (!bestWarm || l < bestLag) {
-					best, bestLag, bestWarm = m, l, true
+				if l, warm := lag(m, t); warm && len(out[m]) < soft && !room(m) && (warmest < 0 || l < wl) {
+					warmest, wl = m, l
 				}
 			}
-			if bestWarm && !room(best) {
-				out[best] = append(out[best], t)
+			if warmest >= 0 && (!bestWarm || bestLag > wl+acceptableLag) {
+				out[warmest] = append(out[warmest], t)
 				continue
 			}
 		}

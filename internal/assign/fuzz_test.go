@@ -1,6 +1,7 @@
 package assign_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -16,11 +17,24 @@ import (
 // members, which samsa members never make, may leave the task split for
 // the one cooperative round in which its partitions are revoked.)
 func FuzzBalanceMetadata(f *testing.F) {
-	bal := assign.New([][]string{{"clicks", "views"}, {"orders"}}, assign.Options{})
+	bal := assign.New([][]string{{"clicks", "views"}, {"orders"}}, assign.Options{Standbys: 1, Stateful: func(sub int) bool { return sub == 0 }})
 	valid := bal.JoinGroupMetadata([]string{"clicks", "orders", "views"}, map[string][]int32{"clicks": {0, 1}, "views": {0, 1}}, 4)
 	f.Add(valid, "orders", int32(1), int32(3), int32(5))
 	f.Add([]byte{0, 3, 0, 0, 0, 1}, "views", int32(-1), int32(1<<30), int32(-1))
 	f.Add([]byte{}, "nope", int32(0), int32(0), int32(0))
+	// Valid consumer metadata whose user data is not samsa's, or is
+	// samsa's with counts and tasks that make no sense.
+	for _, userData := range [][]byte{
+		{0, 1, 0x7f, 0xff, 0xff, 0xff},
+		{0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0},
+		{0, 0, 0, 2, 0, 6, 't', 'o', 'p', 'i', 'c', 's'},
+	} {
+		meta := kmsg.NewConsumerMemberMetadata()
+		meta.Version = 3
+		meta.Topics = []string{"clicks", "views"}
+		meta.UserData = userData
+		f.Add(meta.AppendTo(nil), "clicks", int32(0), int32(2), int32(2))
+	}
 	f.Fuzz(func(t *testing.T, raw []byte, topic string, p1, p2, gen int32) {
 		g := &group{bal: bal, topics: map[string]int32{"clicks": 3, "views": 3, "orders": 2}}
 		g.members = append(g.members, kmsg.JoinGroupResponseMember{MemberID: "foreign", ProtocolMetadata: raw})
@@ -41,9 +55,14 @@ func FuzzBalanceMetadata(f *testing.F) {
 		}
 		out := map[string]map[string][]int32{}
 		for _, a := range plan.IntoSyncAssignment() {
-			parts, err := bal.ParseSyncAssignment(a.MemberAssignment)
+			parts, tasks, err := bal.ParseAssignment(a.MemberAssignment)
 			if err != nil {
 				t.Fatalf("member %s cannot parse its assignment: %v", a.MemberID, err)
+			}
+			for _, s := range tasks.Standby {
+				if slices.Contains(tasks.Active, s) || slices.Contains(tasks.Incoming, s) {
+					t.Fatalf("member %s has task %v standby and active: %+v", a.MemberID, s, tasks)
+				}
 			}
 			for tp, ps := range parts {
 				for _, p := range ps {

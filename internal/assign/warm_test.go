@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -267,15 +268,24 @@ func TestBalanceWarmAndStandbysOverTheProtocol(t *testing.T) {
 	plan := map[string]map[string][]int32{}
 	standbys := map[string][]assign.Task{}
 	for _, a := range into.IntoSyncAssignment() {
-		var got []assign.Task
-		member := assign.New(subs, assign.Options{OnStandbys: func(ts []assign.Task) { got = ts }})
+		var got assign.Assignment
+		member := assign.New(subs, assign.Options{OnAssigned: func(a assign.Assignment) { got = a }})
 		parts, err := member.ParseSyncAssignment(a.MemberAssignment)
 		if err != nil {
 			t.Fatalf("%s: %v", a.MemberID, err)
 		}
-		plan[a.MemberID], standbys[a.MemberID] = parts, got
-		if tools := assign.Standbys(a.MemberAssignment); !slices.Equal(tools, got) {
-			t.Errorf("%s: Standbys reads %v, the member %v", a.MemberID, tools, got)
+		plan[a.MemberID], standbys[a.MemberID] = parts, got.Standby
+		if len(got.Incoming) > 0 {
+			t.Errorf("%s: incoming tasks %v in a group where nobody owned anything", a.MemberID, got.Incoming)
+		}
+		var active []assign.Task
+		for topic, ps := range parts {
+			for _, p := range ps {
+				active = append(active, task(slices.IndexFunc(subs, func(s []string) bool { return s[0] == topic }), p))
+			}
+		}
+		if !sameTasks(active, got.Active) {
+			t.Errorf("%s: partitions %v, active tasks %v", a.MemberID, parts, got.Active)
 		}
 		// kgo's own parser, as a member of an older samsa uses it, reads
 		// the same partitions.
@@ -337,8 +347,16 @@ func TestAssignWarmSpreadsStatefulTasks(t *testing.T) {
 
 // With one standby replica, when any member of a fresh group fails, each
 // of its stateful tasks moves to a member holding its standby copy, for
-// every group of up to six members and up to sixteen partitions.
+// every group of up to six members and up to sixteen partitions, also
+// when every member holds stale copies of every task (as members that
+// once ran them do).
 func TestAssignFailoverToStandbys(t *testing.T) {
+	for _, stale := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stale copies %v", stale), func(t *testing.T) { failoverToStandbys(t, stale) })
+	}
+}
+
+func failoverToStandbys(t *testing.T, stale bool) {
 	stateful := func(t assign.Task) bool { return t.Sub == 1 }
 	for n := 2; n <= 6; n++ {
 		for p := int32(1); p <= 16; p++ {
@@ -357,6 +375,11 @@ func TestAssignFailoverToStandbys(t *testing.T) {
 						continue
 					}
 					warm[at[m]] = map[assign.Task]int64{}
+					if stale {
+						for _, task := range all {
+							warm[at[m]][task] = 50_000
+						}
+					}
 					for _, task := range sb[m] {
 						warm[at[m]][task] = 5 // a standby a little behind
 					}
@@ -370,7 +393,7 @@ func TestAssignFailoverToStandbys(t *testing.T) {
 				checkBalanced(t, n-1, all, after)
 				for m, ts := range after {
 					for _, task := range ts {
-						if _, ok := warm[m][task]; !ok && stateful(task) && slices.Contains(active[victim], task) {
+						if l, ok := warm[m][task]; (!ok || l > 5) && stateful(task) && slices.Contains(active[victim], task) {
 							t.Errorf("%d members, %d partitions, member %d fails: its task %v moves to a member with no copy (active %v, standbys %v, after %v)",
 								n, p, victim, task, active, sb, after)
 						}
@@ -379,4 +402,165 @@ func TestAssignFailoverToStandbys(t *testing.T) {
 			}
 		}
 	}
+}
+
+func sameTasks(a, b []assign.Task) bool {
+	key := func(t assign.Task) string { return fmt.Sprint(t) }
+	as, bs := make([]string, len(a)), make([]string, len(b))
+	for i, t := range a {
+		as[i] = key(t)
+	}
+	for i, t := range b {
+		bs[i] = key(t)
+	}
+	slices.Sort(as)
+	slices.Sort(bs)
+	return slices.Equal(as, bs)
+}
+
+// In the first round of a cooperative move, the member a task moves to
+// learns that it is coming (and keeps a copy warm); in the second it is
+// assigned.
+func TestBalanceIncomingTasks(t *testing.T) {
+	subs := [][]string{{"in"}}
+	g := &group{bal: assign.New(subs, assign.Options{}), topics: map[string]int32{"in": 4}}
+	g.join("m1", 3, map[string][]int32{"in": {0, 1, 2, 3}})
+	g.join("m2", -1, nil)
+	assignments := func() map[string]assign.Assignment {
+		mb, _, err := g.bal.MemberBalancer(g.members)
+		if err != nil {
+			t.Fatal(err)
+		}
+		into, err := mb.(kgo.GroupMemberBalancerOrError).BalanceOrError(g.topics)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]assign.Assignment{}
+		for _, a := range into.IntoSyncAssignment() {
+			_, parsed, err := g.bal.ParseAssignment(a.MemberAssignment)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[a.MemberID] = parsed
+		}
+		return out
+	}
+	first := assignments()
+	if len(first["m2"].Active) != 0 || !sameTasks(first["m2"].Incoming, []assign.Task{task(0, 2), task(0, 3)}) {
+		t.Errorf("round 1: m2 got %+v; want nothing active and 0_2, 0_3 incoming", first["m2"])
+	}
+	if !sameTasks(first["m1"].Active, []assign.Task{task(0, 0), task(0, 1)}) || len(first["m1"].Incoming) != 0 {
+		t.Errorf("round 1: m1 got %+v; want 0_0 and 0_1 active", first["m1"])
+	}
+	g.members = nil
+	g.join("m1", 4, map[string][]int32{"in": {0, 1}})
+	g.join("m2", 4, nil)
+	second := assignments()
+	if !sameTasks(second["m2"].Active, []assign.Task{task(0, 2), task(0, 3)}) || len(second["m2"].Incoming) != 0 {
+		t.Errorf("round 2: m2 got %+v; want 0_2 and 0_3 active", second["m2"])
+	}
+}
+
+// A group run as kgo runs it: every member has its own balancer, reports
+// what it owns and holds, and a cooperative move takes two rounds. A
+// member joining a group whose other member holds warm copies of every
+// stateful task gets its share within two rounds, and the group then
+// stays as it is: no rebalance loop, whatever the copies report.
+func TestBalanceCooperativeJoinSettles(t *testing.T) {
+	subs := [][]string{{"lines"}, {"words-repartition"}}
+	topics := map[string]int32{"lines": 4, "words-repartition": 4}
+	stateful := func(sub int) bool { return sub == 1 }
+	type member struct {
+		id    string
+		bal   *assign.Balancer
+		owned map[string][]int32
+		local map[assign.Task]int64
+		gen   int32
+		a     assign.Assignment
+	}
+	newMember := func(id string) *member {
+		m := &member{id: id, local: map[assign.Task]int64{}, gen: -1}
+		m.bal = assign.New(subs, assign.Options{
+			Stateful:   stateful,
+			Local:      func() map[assign.Task]int64 { return maps.Clone(m.local) },
+			OnAssigned: func(a assign.Assignment) { m.a = a },
+		})
+		return m
+	}
+	m1, m2 := newMember("m1"), newMember("m2")
+	m1.owned = map[string][]int32{"lines": {0, 1, 2, 3}, "words-repartition": {0, 1, 2, 3}}
+	m1.gen = 1
+	for p := range int32(4) {
+		m1.local[task(1, p)] = 1000
+	}
+	members := []*member{m1, m2}
+	var history []string
+	gen := int32(2)
+	for round := range 6 {
+		var join []kmsg.JoinGroupResponseMember
+		for _, m := range members {
+			join = append(join, kmsg.JoinGroupResponseMember{
+				MemberID:         m.id,
+				ProtocolMetadata: m.bal.JoinGroupMetadata(slices.Sorted(maps.Keys(topics)), m.owned, m.gen),
+			})
+		}
+		mb, _, err := m1.bal.MemberBalancer(join) // m1 leads
+		if err != nil {
+			t.Fatal(err)
+		}
+		into, err := mb.(kgo.GroupMemberBalancerOrError).BalanceOrError(topics)
+		if err != nil {
+			t.Fatal(err)
+		}
+		revoked := false
+		plan := map[string]map[string][]int32{}
+		for _, sa := range into.IntoSyncAssignment() {
+			m := members[slices.IndexFunc(members, func(m *member) bool { return m.id == sa.MemberID })]
+			parts, err := m.bal.ParseSyncAssignment(sa.MemberAssignment)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for topic, ps := range m.owned {
+				for _, p := range ps {
+					if !slices.Contains(parts[topic], p) {
+						revoked = true
+					}
+				}
+			}
+			plan[m.id] = parts
+			m.owned, m.gen = parts, gen
+			for _, tk := range m.a.Active {
+				if stateful(tk.Sub) {
+					m.local[tk] += 10 // it processes, its copy moves on
+				}
+			}
+		}
+		checkTasks(t, subs, plan)
+		history = append(history, fmt.Sprint(plan))
+		gen++
+		if !revoked {
+			// kgo rejoins only after revoking: the group is settled.
+			if round > 1 {
+				t.Errorf("settled after %d rounds, want 2:\n%s", round+1, strings.Join(history, "\n"))
+			}
+			n1, n2 := len(m1.a.Active), len(m2.a.Active)
+			if n1 != 4 || n2 != 4 {
+				t.Errorf("settled with %d and %d tasks, want 4 each", n1, n2)
+			}
+			if s := keptStateful(m2.a.Active, stateful); s != 2 {
+				t.Errorf("m2 got %d stateful tasks, want its share, 2", s)
+			}
+			return
+		}
+	}
+	t.Fatalf("no settled assignment after 6 rounds:\n%s", strings.Join(history, "\n"))
+}
+
+func keptStateful(ts []assign.Task, stateful func(int) bool) (n int) {
+	for _, t := range ts {
+		if stateful(t.Sub) {
+			n++
+		}
+	}
+	return n
 }

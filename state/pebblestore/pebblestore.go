@@ -109,9 +109,15 @@ type DB struct {
 	ownCache *pebble.Cache
 	closed   bool
 	scratch  []byte
+	// loadReserve is the memtable room a restore's batch reserves before
+	// it is committed (see NewLoad).
+	loadReserve int
 }
 
-var _ state.Backend = (*DB)(nil)
+var (
+	_ state.Backend = (*DB)(nil)
+	_ state.Loader  = (*DB)(nil)
+)
 
 // Open opens or creates the store directory dir for id.
 func Open(dir string, id Identity, opts Options) (*DB, error) {
@@ -130,7 +136,7 @@ func Open(dir string, id Identity, opts Options) (*DB, error) {
 	if err := writeIdentity(dir, id); err != nil {
 		return nil, err
 	}
-	d := &DB{dir: dir}
+	d := &DB{dir: dir, loadReserve: loadReserve(opts.MemTableSize)}
 	cache := opts.Cache
 	if cache == nil {
 		d.ownCache = pebble.NewCache(opts.CacheSize)
