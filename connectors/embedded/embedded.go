@@ -9,10 +9,12 @@ package embedded
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,9 +50,34 @@ type Config struct {
 
 // User is a SASL user of the embedded broker.
 type User struct {
-	Mechanism string // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+	Mechanism string // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (any case)
 	Name      string
 	Password  string
+}
+
+// ServerTLS returns the TLS configuration of a broker that presents the
+// PEM certificate and key in certFile and keyFile. If clientCAFile is not
+// empty, the broker requires clients to present a certificate signed by a
+// CA in it (mutual TLS).
+func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: TLS certificate %s / key %s: %w", certFile, keyFile, err)
+	}
+	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCAFile != "" {
+		pem, err := os.ReadFile(clientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: TLS client CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("embedded: TLS client CA file %s: no PEM certificates in it", clientCAFile)
+		}
+		c.ClientCAs = pool
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return c, nil
 }
 
 // Broker is a running embedded broker. It is safe for concurrent use.
@@ -91,6 +118,15 @@ func Start(cfg Config) (*Broker, error) {
 	if len(cfg.SASL) > 0 {
 		opts = append(opts, kfake.EnableSASL())
 		for _, u := range cfg.SASL {
+			u.Mechanism = strings.ToUpper(u.Mechanism)
+			switch u.Mechanism {
+			case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+			default:
+				return nil, fmt.Errorf("embedded: SASL user %q: mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", u.Name, u.Mechanism)
+			}
+			if u.Name == "" || u.Password == "" {
+				return nil, fmt.Errorf("embedded: SASL user %q (%s): needs a name and a password", u.Name, u.Mechanism)
+			}
 			opts = append(opts, kfake.Superuser(u.Mechanism, u.Name, u.Password))
 		}
 	}
