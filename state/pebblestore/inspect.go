@@ -31,8 +31,8 @@ func OpenReadOnly(dir string) (*DB, Identity, error) {
 	if err := json.Unmarshal(b, &id); err != nil {
 		return nil, id, fmt.Errorf("%w: %s: identity file: %v", ErrCorrupt, dir, err)
 	}
-	d := &DB{dir: dir, ownCache: pebble.NewCache(8 << 20)}
-	db, err := pebble.Open(dir, &pebble.Options{Cache: d.ownCache, ReadOnly: true, Logger: quietLogger{}})
+	d := &DB{dir: dir, ownCache: pebble.NewCache(8 << 20), readOnly: true, fail: newFailure(dir)}
+	db, err := pebble.Open(dir, &pebble.Options{Cache: d.ownCache, ReadOnly: true, Logger: logger{d.fail}})
 	if err != nil {
 		d.ownCache.Unref()
 		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "lock held by current process") {

@@ -2,6 +2,7 @@ package pebblestore
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble"
@@ -88,7 +89,14 @@ func (l *load) Commit(offset int64) error {
 	if err := b.Set(l.meta, off[:], nil); err != nil {
 		return fmt.Errorf("pebblestore: restore %s: %w", l.store, err)
 	}
-	if err := l.d.db.Apply(b, pebble.NoSync); err != nil {
+	if err := l.d.wait(func() error { return l.d.db.Apply(b, pebble.NoSync) }); err != nil {
+		if l.d.stuck() {
+			l.b = nil // still in Pebble's hands
+		}
+		var de *DiskError
+		if errors.As(err, &de) {
+			return err
+		}
 		return fmt.Errorf("pebblestore: restore %s into %s: %w", l.store, l.d.dir, err)
 	}
 	b.Reset() // Apply copied the batch into the memtable

@@ -20,6 +20,18 @@
 // ([ErrCorrupt]); the runner wipes such a directory and restores it from
 // the changelogs. Pebble's lock file keeps a second process out
 // ([ErrLocked]).
+//
+// # Disk trouble
+//
+// A write the disk refuses (no space left, a directory made read-only or
+// removed) fails the database with a [DiskError]: at Open, or, since
+// Pebble writes to disk in the background (a memtable's flush, a
+// compaction), at the next Apply, Flush or Close after it. Pebble alone
+// would retry the failed flush at once and forever, and stall writes
+// once the memtables waiting for it are full. A failed database takes no
+// more writes, so what is on disk stays some earlier batch's data with
+// its offsets, which the runner restores from once the directory is
+// usable again.
 package pebblestore
 
 import (
@@ -36,6 +48,7 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
+	"github.com/cockroachdb/pebble/vfs"
 
 	"github.com/samsa-go/samsa/state"
 	"github.com/samsa-go/samsa/stream"
@@ -107,8 +120,15 @@ type DB struct {
 	db       *pebble.DB
 	dir      string
 	ownCache *pebble.Cache
+	readOnly bool
 	closed   bool
 	scratch  []byte
+	fail     *failure
+	// inside, once the database has failed, receives the result of the
+	// call into Pebble that was waiting then (see wait).
+	inside chan error
+	// reported is set once a method has returned the failure.
+	reported bool
 	// loadReserve is the memtable room a restore's batch reserves before
 	// it is committed (see NewLoad).
 	loadReserve int
@@ -131,22 +151,24 @@ func Open(dir string, id Identity, opts Options) (*DB, error) {
 	// The identity goes in first: a directory with Pebble files and no
 	// identity was not made by us.
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("pebblestore: %w", err)
+		return nil, &DiskError{Dir: dir, Err: err}
 	}
 	if err := writeIdentity(dir, id); err != nil {
 		return nil, err
 	}
-	d := &DB{dir: dir, loadReserve: loadReserve(opts.MemTableSize)}
+	d := &DB{dir: dir, loadReserve: loadReserve(opts.MemTableSize), fail: newFailure(dir)}
 	cache := opts.Cache
 	if cache == nil {
 		d.ownCache = pebble.NewCache(opts.CacheSize)
 		cache = d.ownCache
 	}
 	po := &pebble.Options{
-		Cache:        cache,
-		MemTableSize: opts.MemTableSize,
-		DisableWAL:   true,
-		Logger:       quietLogger{},
+		Cache:         cache,
+		MemTableSize:  opts.MemTableSize,
+		DisableWAL:    true,
+		Logger:        logger{d.fail},
+		EventListener: d.fail.listener(),
+		FS:            gateFS{vfs.Default, d.fail},
 	}
 	po.Levels = make([]pebble.LevelOptions, 7)
 	for i := range po.Levels {
@@ -166,6 +188,11 @@ func Open(dir string, id Identity, opts Options) (*DB, error) {
 		// "lock": the directory's path may (".../blocklist/...").
 		case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EWOULDBLOCK), strings.Contains(err.Error(), "lock held by current process"):
 			return nil, fmt.Errorf("%w: %s: %v", ErrLocked, dir, err)
+		// The disk, not the data: wiping the directory would not help.
+		case d.fail.get() != nil:
+			return nil, d.fail.get()
+		case refused(err):
+			return nil, &DiskError{Dir: dir, Err: err}
 		case pebble.IsCorruptionError(err), errors.Is(err, pebble.ErrCorruption):
 			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, dir, err)
 		default:
@@ -213,7 +240,7 @@ func checkIdentity(dir string, want Identity) error {
 		}
 		return nil
 	case err != nil:
-		return fmt.Errorf("pebblestore: %w", err)
+		return &DiskError{Dir: dir, Err: err}
 	}
 	var got Identity
 	if err := json.Unmarshal(b, &got); err != nil {
@@ -234,10 +261,10 @@ func writeIdentity(dir string, id Identity) error {
 	b, _ := json.Marshal(id)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("pebblestore: write identity: %w", err)
+		return &DiskError{Dir: dir, Err: fmt.Errorf("write identity: %w", err)}
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("pebblestore: write identity: %w", err)
+		return &DiskError{Dir: dir, Err: fmt.Errorf("write identity: %w", err)}
 	}
 	return nil
 }
@@ -285,8 +312,10 @@ func (d *DB) Apply(b *state.Batch) error {
 	if d.closed {
 		return state.ErrClosed
 	}
+	if err := d.Err(); err != nil {
+		return err
+	}
 	pb := d.db.NewBatch()
-	defer pb.Close()
 	var k []byte
 	for _, op := range b.Ops {
 		k = append(appendPrefix(k[:0], dataSpace, op.Store), op.Key...)
@@ -297,19 +326,18 @@ func (d *DB) Apply(b *state.Batch) error {
 			err = pb.Set(k, op.Value, nil)
 		}
 		if err != nil {
+			pb.Close()
 			return fmt.Errorf("pebblestore: batch: %w", err)
 		}
 	}
 	for store, off := range b.Offsets {
 		k = appendPrefix(k[:0], metaSpace, store)
 		if err := pb.Set(k, binary.BigEndian.AppendUint64(nil, uint64(off)), nil); err != nil {
+			pb.Close()
 			return fmt.Errorf("pebblestore: batch: %w", err)
 		}
 	}
-	if err := d.db.Apply(pb, pebble.NoSync); err != nil {
-		return fmt.Errorf("pebblestore: apply to %s: %w", d.dir, err)
-	}
-	return nil
+	return d.apply(pb)
 }
 
 // Offset implements state.Backend.
@@ -336,16 +364,20 @@ func (d *DB) Wipe(store string) error {
 	if d.closed {
 		return state.ErrClosed
 	}
+	if err := d.Err(); err != nil {
+		return err
+	}
 	lo := appendPrefix(nil, dataSpace, store)
 	pb := d.db.NewBatch()
-	defer pb.Close()
 	if err := pb.DeleteRange(lo, state.PrefixEnd(lo), nil); err != nil {
+		pb.Close()
 		return fmt.Errorf("pebblestore: wipe %s: %w", store, err)
 	}
 	if err := pb.Delete(appendPrefix(nil, metaSpace, store), nil); err != nil {
+		pb.Close()
 		return fmt.Errorf("pebblestore: wipe %s: %w", store, err)
 	}
-	return d.db.Apply(pb, pebble.NoSync)
+	return d.apply(pb)
 }
 
 // Flush writes the memtables to disk, so that a crash after it loses no
@@ -354,26 +386,52 @@ func (d *DB) Flush() error {
 	if d.closed {
 		return state.ErrClosed
 	}
-	return d.db.Flush()
+	return d.flush()
 }
 
-// Close implements state.Backend: it flushes and closes the database.
+// Err returns the database's DiskError if its background work has failed
+// (a flush or compaction that could not write), and nil otherwise. Apply,
+// Flush and Close return it too; Err lets a caller stop before its next
+// write.
+func (d *DB) Err() error {
+	err := d.fail.get()
+	if err != nil {
+		d.reported = true
+	}
+	return err
+}
+
+// Close implements state.Backend: it flushes and closes the database. A
+// DiskError no method has returned yet is returned by Close. A database
+// whose failure caught a write inside Pebble cannot be closed (Pebble
+// would wait for that write forever): Close says so, and the database
+// stays open, and its directory locked, until the process exits.
 func (d *DB) Close() error {
 	if d.closed {
 		return nil
 	}
 	d.closed = true
-	// With the WAL off, only flushed data survives: flush so that a clean
-	// shutdown leaves nothing to restore.
-	err := d.db.Flush()
-	err = errors.Join(err, d.db.Close())
 	if d.ownCache != nil {
-		d.ownCache.Unref()
+		defer d.ownCache.Unref()
 	}
-	if err != nil {
-		return fmt.Errorf("pebblestore: close %s: %w", d.dir, err)
+	reported := d.reported
+	var err error
+	if !d.readOnly {
+		// With the WAL off, only flushed data survives: flush so that a
+		// clean shutdown leaves nothing to restore.
+		err = d.flush()
 	}
-	return nil
+	if d.stuck() {
+		return fmt.Errorf("pebblestore: close %s: left open, with a write waiting inside Pebble for a flush that cannot succeed: %w", d.dir, d.fail.err)
+	}
+	if reported && d.fail.get() != nil {
+		err = nil // returned already
+	}
+	close(d.fail.closing)
+	if cerr := d.db.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("pebblestore: close %s: %w", d.dir, cerr))
+	}
+	return err
 }
 
 // NewIter implements state.Backend.
@@ -431,15 +489,4 @@ func (i *iter) Close() error {
 	err := i.it.Close()
 	i.it = nil
 	return err
-}
-
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any) {}
-func (quietLogger) Errorf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "pebble: "+format+"\n", args...)
-}
-func (quietLogger) Fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "pebble: "+format+"\n", args...)
-	os.Exit(1)
 }
