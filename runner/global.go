@@ -263,7 +263,7 @@ func (g *globalTables) start(fail func(error)) {
 			var ferr error
 			fs.EachError(func(t string, p int32, e error) {
 				if !errors.Is(e, context.Canceled) {
-					ferr = errors.Join(ferr, fmt.Errorf("runner: read global table topic %s/%d: %w", t, p, e))
+					ferr = errors.Join(ferr, fmt.Errorf("runner: read global table topic %s/%d: %w", t, p, g.m.r.denied(e, t, "Read")))
 				}
 			})
 			if ferr != nil {

@@ -169,13 +169,13 @@ func (m *member) pollError(topic string, partition int32, err error) error {
 	var session *kgo.ErrGroupSession
 	if errors.As(err, &session) {
 		if permanent(session.Err) {
-			return fmt.Errorf("runner: consumer group %q: %w", m.r.topo.Name(), session.Err)
+			return fmt.Errorf("runner: consumer group %q: %w", m.r.topo.Name(), m.r.denied(session.Err, "", ""))
 		}
 		m.log.Warn("lost the consumer-group session; its tasks were given up uncommitted and are re-processed from the last commit once the group is joined again",
 			"group", m.r.topo.Name(), "error", session.Err)
 		return nil
 	}
-	return fmt.Errorf("runner: read %s/%d: %w", topic, partition, err)
+	return fmt.Errorf("runner: read %s/%d: %w", topic, partition, m.r.denied(err, topic, "Read"))
 }
 
 // permanent reports whether a broker error is one that waiting does not

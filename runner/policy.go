@@ -181,13 +181,13 @@ func (r *Runner) ensureDeadLetterTopic(ctx context.Context, adm *kadm.Client, pa
 	topic := r.topo.DeadLetterTopic()
 	details, err := adm.ListTopics(ctx, topic)
 	if err != nil {
-		return fmt.Errorf("runner: list dead-letter topic: %w", err)
+		return fmt.Errorf("runner: list dead-letter topic: %w", r.denied(err, topic, "Describe"))
 	}
 	if d, ok := details[topic]; ok && d.Err == nil {
 		partitions[topic] = int32(len(d.Partitions))
 		return nil
 	} else if ok && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
-		return fmt.Errorf("runner: dead-letter topic %q: %w", topic, d.Err)
+		return fmt.Errorf("runner: dead-letter topic %q: %w", topic, r.denied(d.Err, topic, "Describe"))
 	}
 	n := engine.DeadLetterPartitions(r.topo, partitions)
 	configs := map[string]*string{
@@ -208,7 +208,7 @@ func (r *Runner) ensureDeadLetterTopic(ctx context.Context, adm *kadm.Client, pa
 		// Another instance was first; its count is ours.
 		return r.ensureDeadLetterTopic(ctx, adm, partitions, inputMax)
 	default:
-		return fmt.Errorf("runner: create dead-letter topic %q: %w", topic, err)
+		return fmt.Errorf("runner: create dead-letter topic %q: %w", topic, r.denied(err, topic, "Create"))
 	}
 	partitions[topic] = n
 	return nil

@@ -72,7 +72,10 @@ func (r *Runner) Topology() *stream.Topology { return r.topo }
 //
 // Shutdown order: stop polling; let in-flight records finish; flush
 // outputs; commit input offsets; close tasks; leave the group.
-func (r *Runner) Run(ctx context.Context) error {
+func (r *Runner) Run(ctx context.Context) (err error) {
+	// A refusal of the brokers' ACLs names the group, transactional ID
+	// or cluster operation refused (topics are named where they fail).
+	defer func() { err = r.denied(err, "", "") }()
 	kc := kafkaConfig(r.cfg, "samsa-"+r.topo.Name())
 	base, err := kc.Opts()
 	if err != nil {
@@ -228,6 +231,12 @@ func (r *Runner) checkTopics(ctx context.Context, adm *kadm.Client) (map[string]
 	all := append(slices.Clone(inputs), outputs...)
 	details, err := adm.ListTopics(ctx, all...)
 	if err != nil {
+		err = r.deniedTopic(ctx, adm, err, all, func(t string) string {
+			if slices.Contains(inputs, t) {
+				return "Read"
+			}
+			return "Write"
+		})
 		return nil, fmt.Errorf("runner: list topics on %s: %w", strings.Join(r.cfg.Brokers, ","), err)
 	}
 	partitions := map[string]int32{}
@@ -242,7 +251,7 @@ func (r *Runner) checkTopics(ctx context.Context, adm *kadm.Client) (map[string]
 			case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
 				missing = append(missing, fmt.Sprintf("%s topic %q", group.kind, t))
 			case d.Err != nil:
-				return nil, fmt.Errorf("runner: %s topic %q: %w", group.kind, t, d.Err)
+				return nil, fmt.Errorf("runner: %s topic %q: %w", group.kind, t, r.denied(d.Err, t, "Describe"))
 			default:
 				partitions[t] = int32(len(d.Partitions))
 			}
@@ -555,7 +564,7 @@ func (m *member) Emit(topic string, partition int32, rec stream.RawRecord) {
 
 func (m *member) produced(r *kgo.Record, err error) {
 	if err != nil {
-		m.fail(fmt.Errorf("runner: write to %s/%d: %w%s", r.Topic, r.Partition, err, tooLargeHint(r, err)))
+		m.fail(fmt.Errorf("runner: write to %s/%d: %w%s", r.Topic, r.Partition, m.r.denied(err, r.Topic, "Write"), tooLargeHint(r, err)))
 	}
 }
 
@@ -566,7 +575,11 @@ func (m *member) run(ctx context.Context) (err error) {
 		if errors.As(err, &perr) {
 			m.log.Error("panic in a processor", "error", err, "stack", string(perr.Stack))
 		}
-		err = errors.Join(err, m.shutdown())
+		// A failed write stops the loop and fails the final commit
+		// too: it is reported once.
+		if serr := m.shutdown(); serr != nil && (err == nil || !errors.Is(serr, err)) {
+			err = errors.Join(err, serr)
+		}
 	}()
 	for {
 		if m.restorePending.Swap(false) {
@@ -593,7 +606,14 @@ func (m *member) run(ctx context.Context) (err error) {
 			return nil
 		}
 		var ferr error
+		deniedTopics := map[string]bool{} // an ACL refusal is reported once per topic
 		recs.EachError(func(t string, p int32, e error) {
+			if kafka.IsDenied(e) {
+				if deniedTopics[t] {
+					return
+				}
+				deniedTopics[t] = true
+			}
 			ferr = errors.Join(ferr, m.pollError(t, p, e))
 		})
 		if ferr != nil {

@@ -67,7 +67,7 @@ func (r *Runner) ensureInternalTopics(ctx context.Context, adm *kadm.Client, par
 	}
 	details, err := adm.ListTopics(ctx, names...)
 	if err != nil {
-		return fmt.Errorf("runner: list internal topics: %w", err)
+		return fmt.Errorf("runner: list internal topics: %w", r.deniedTopic(ctx, adm, err, names, func(string) string { return "Create, Read and Write" }))
 	}
 	var created []string
 	for _, it := range internal {
@@ -80,7 +80,7 @@ func (r *Runner) ensureInternalTopics(ctx context.Context, adm *kadm.Client, par
 			continue
 		}
 		if ok && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
-			return fmt.Errorf("runner: internal topic %q: %w", it.Name, d.Err)
+			return fmt.Errorf("runner: internal topic %q: %w", it.Name, r.denied(d.Err, it.Name, "Describe"))
 		}
 		configs := map[string]*string{}
 		if it.Repartition {
@@ -94,7 +94,7 @@ func (r *Runner) ensureInternalTopics(ctx context.Context, adm *kadm.Client, par
 			err = resp.Err
 		}
 		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("runner: create internal topic %q: %w", it.Name, err)
+			return fmt.Errorf("runner: create internal topic %q: %w", it.Name, r.denied(err, it.Name, "Create"))
 		}
 		r.log.Info("created internal topic", "topic", it.Name, "partitions", want, "compacted", !it.Repartition)
 		created = append(created, it.Name)

@@ -7,8 +7,8 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
