@@ -5,6 +5,30 @@
 //
 // The embedded broker is for development, tests, and demos: one node, no
 // replication. Point production jobs at a real Kafka or Redpanda cluster.
+//
+// # What survives a crash
+//
+// With a data directory, the broker writes every produced batch, committed
+// offset, transaction marker and producer ID to its files before it
+// answers the request, so a broker process killed with SIGKILL comes back
+// with everything it acknowledged. Writes go through the operating
+// system's page cache without fsync, as Kafka's do by default: a machine
+// that loses power can lose the last of them (Kafka's replicas cover for
+// that; this broker has none).
+//
+// What a killed broker does not keep is its producers' sequence numbers,
+// which it saves only when it stops cleanly (Kafka rebuilds them from its
+// log). A producer that still has writes to retry when the broker comes
+// back can then see them refused as out of order; franz-go recovers by
+// starting a new sequence and sending them again, and those the broker had
+// already written are written twice. At-least-once allows such duplicates.
+// Exactly-once is not affected by them: the transactions open when the
+// broker died are aborted when it restarts, and read_committed readers
+// never see their records. What it cannot survive is a kill in the midst
+// of committing a transaction: the broker writes the commit marker of each
+// partition, then the transaction's group offsets, one after another, so
+// a kill in those few microseconds leaves a transaction half committed.
+// Kafka makes that step atomic through its transaction log.
 package embedded
 
 import (
