@@ -111,7 +111,9 @@ type Config struct {
 	// Prometheus metrics at /metrics, /healthz, /readyz, a JSON view of
 	// its tasks at /status and store reads at /state/{store}. Give a
 	// loopback address (127.0.0.1:PORT) unless other machines must reach
-	// it. Default: off.
+	// it. An address without a host (":9100") is on loopback too: only
+	// an explicit host, such as 0.0.0.0:9100, opens the endpoint to other
+	// machines. Default: off.
 	HTTPAddr string
 
 	// TaskHeader stamps every record the job writes to its output and

@@ -137,7 +137,7 @@ func (c *cli) runFlagSet(cmd string) (*flagSet, *runFlags) {
 	f.Int64(&rf.cfg.CacheBytes, "cache-bytes", defaultConfig.CacheBytes, "`bytes` of store record cache per instance, shared by its tasks")
 	f.Int64(&rf.cfg.BlockCacheBytes, "block-cache-bytes", defaultConfig.BlockCacheBytes, "`bytes` of Pebble block cache per instance")
 	f.Uint64(&rf.cfg.MemTableSize, "memtable-bytes", defaultConfig.MemTableSize, "`bytes` of each task's Pebble memtable")
-	f.String(&rf.cfg.HTTPAddr, "http-addr", "", "`host:port` to serve /metrics, /healthz, /readyz, /status and /state on (127.0.0.1:PORT keeps it on loopback); empty for none")
+	f.String(&rf.cfg.HTTPAddr, "http-addr", "", "`host:port` to serve /metrics, /healthz, /readyz, /status and /state on (a host-less :PORT means loopback; 0.0.0.0:PORT opens it to other machines); empty for none")
 	f.Bool(&rf.cfg.TaskHeader, "task-header", false, "stamp each output record with the header samsa-task naming the task that wrote it")
 	f.String(&rf.logLevel, "log-level", "info", "log `level`: trace, debug, info, warn or error")
 	f.Bool(&rf.logJSON, "log-json", false, "log in JSON")

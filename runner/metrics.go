@@ -69,11 +69,23 @@ func newMetrics(job string) *metrics {
 	return m
 }
 
+// httpListenAddr is where the HTTP endpoint listens for Config.HTTPAddr
+// addr: an address without a host (":9100") is on loopback, so that only
+// an explicit host (0.0.0.0:9100, a public address) opens the endpoint to
+// other machines.
+func httpListenAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != "" {
+		return addr // net.Listen reports a malformed one
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
 // serveHTTP serves the instance's HTTP endpoint on Config.HTTPAddr until
 // ctx ends: /metrics and the endpoints of routes (see http.go). It returns
 // once the listener is open, so a bad address is reported at start.
 func (r *Runner) serveHTTP(ctx context.Context) (string, error) {
-	ln, err := net.Listen("tcp", r.cfg.HTTPAddr)
+	ln, err := net.Listen("tcp", httpListenAddr(r.cfg.HTTPAddr))
 	if err != nil {
 		return "", fmt.Errorf("runner: flag --http-addr %s: %w", r.cfg.HTTPAddr, err)
 	}
