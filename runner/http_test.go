@@ -93,9 +93,20 @@ func TestHTTPEndpoint(t *testing.T) {
 	}
 	waitFor(t, "the job to be ready", func() bool { code, _ := hGet(base + "/readyz"); return code == 200 })
 	var v viewJSON
-	waitFor(t, "the view to show everything processed", func() bool {
+	// The view is published every so often: wait for one made after the
+	// last commit applied the changes to the stores.
+	waitFor(t, "the view to show everything processed and committed", func() bool {
 		hJSON(t, base+"/status", &v)
-		return e.allCommitted("http", "in") && v.Lag == 0 && len(v.Tasks) == stPartitions && v.Tasks[0].Inputs[0].End >= 0
+		if !e.allCommitted("http", "in") || v.Lag != 0 || len(v.Tasks) != stPartitions || v.Tasks[0].Inputs[0].End < 0 {
+			return false
+		}
+		changelogEnds := e.ends("http-counts-changelog")
+		for i, task := range v.Tasks {
+			if len(task.Stores) == 0 || task.Stores[0].Offset != changelogEnds[int32(i)] {
+				return false
+			}
+		}
+		return true
 	})
 	if v.Job != "http" || v.State != "running" || v.MemberID == "" {
 		t.Errorf("/status: job %q, state %q, member %q", v.Job, v.State, v.MemberID)
