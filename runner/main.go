@@ -214,16 +214,31 @@ func brokersOrEmbedded(cfg *Config) (stop func(), err error) {
 	return b.Close, nil
 }
 
+// startEmbedded starts the embedded broker with its data in dataDir,
+// listening at cfg.EmbeddedListen.
+//
+// With SASL flags (--sasl-mechanism, --sasl-user and a password), the
+// broker requires SASL, with that user as its one user: other instances
+// and clients connect with the same credentials.
 func startEmbedded(cfg Config, dataDir string) (*embedded.Broker, error) {
-	b, err := embedded.Start(embedded.Config{
+	ec := embedded.Config{
 		DataDir: dataDir,
 		Listen:  cfg.EmbeddedListen,
 		Logger:  cfg.Logger.Named("broker"),
-	})
+	}
+	if cfg.SASL.Mechanism != "" {
+		ec.SASL = []embedded.User{{Mechanism: cfg.SASL.Mechanism, Name: cfg.SASL.User, Password: cfg.SASL.Password}}
+	}
+	b, err := embedded.Start(ec)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Logger.Info("embedded broker started; other instances and clients can use it with --brokers "+b.Addr(), "addr", b.Addr(), "data_dir", dataDir)
+	msg, kv := "embedded broker started; other instances and clients can use it with --brokers "+b.Addr(), []any{"addr", b.Addr(), "data_dir", dataDir}
+	if cfg.SASL.Mechanism != "" {
+		msg += " and the same SASL flags"
+		kv = append(kv, "sasl_mechanism", cfg.SASL.Mechanism, "sasl_user", cfg.SASL.User)
+	}
+	cfg.Logger.Info(msg, kv...)
 	return b, nil
 }
 
