@@ -48,7 +48,7 @@ func closeOpenTransactions(dir string, log hclog.Logger) error {
 		return fmt.Errorf("embedded: load data directory %s after an unclean stop: %w", dir, err)
 	}
 	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.KeepControlRecords())
 	if err != nil {
 		return fmt.Errorf("embedded: repair data directory %s: %w", dir, err)
 	}
