@@ -51,6 +51,73 @@ type txnState struct {
 	open             bool         // a transaction is open (under member.mu)
 	records          atomic.Int64 // records produced since it opened
 	rebalanceWaiting atomic.Bool  // the client holds rebalance callbacks back
+	// abortedBy is the first write error that said the brokers aborted
+	// the open transaction (see abortedByBrokers): the loop aborts it too
+	// and starts again from the last commit.
+	abortedBy atomic.Pointer[error]
+}
+
+// abortLater notes that the open transaction must abort, for err: the
+// loop aborts it (see recoverAbortedLocked) as soon as the brokers answer,
+// and starts every task again from the last commit.
+func (m *member) abortLater(err error, why string) {
+	if m.txn.abortedBy.CompareAndSwap(nil, &err) {
+		m.log.Warn(why+"; processing again from the last commit", "error", err)
+	}
+}
+
+// abortedByBrokers reports whether err, failing a write of the open
+// transaction, means that the brokers aborted it and moved the producer
+// to a new epoch: what a broker does to the transactions it finds open
+// when it restarts after a crash, and to one past its timeout. The
+// producer recovers by aborting (KIP-360, KIP-588), which starts a new
+// epoch. Another instance with the same transactional ID shows instead as
+// PRODUCER_FENCED, which stops the job.
+func abortedByBrokers(err error) bool {
+	return errors.Is(err, kerr.InvalidProducerEpoch) || errors.Is(err, kerr.UnknownProducerID) ||
+		errors.Is(err, kerr.InvalidProducerIDMapping) || errors.Is(err, kerr.TransactionAbortable)
+}
+
+// recoverAbortedLocked aborts the open transaction if the brokers aborted
+// it (see abortedByBrokers), and starts every task again from the last
+// commit. It reports whether it did.
+func (m *member) recoverAbortedLocked(ctx context.Context) (bool, error) {
+	if m.txn.abortedBy.Load() == nil {
+		return false, nil
+	}
+	m.txn.open = true // for abortLocked
+	err := m.abortLocked(ctx, nil)
+	if m.txn.open {
+		return true, err // the brokers are down: again on the next round
+	}
+	m.txn.abortedBy.Store(nil)
+	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
+		// The client takes the brokers' new epoch as fatal (KIP-890
+		// transactions): Run starts a new one.
+		err = fmt.Errorf("%w: %w", errProducerReplaced, err)
+	}
+	return true, err
+}
+
+// errProducerReplaced stops the loop of a member whose transactional
+// producer the brokers fenced after they aborted its transaction (see
+// recoverAbortedLocked): Run goes on with a new client.
+var errProducerReplaced = errors.New("runner: the brokers aborted the transaction and fenced the producer")
+
+// resetMember readies the member to run again with a new client, once
+// its loop has stopped and shut down (its tasks closed).
+func (m *member) resetMember() {
+	m.txn.open = false
+	m.txn.records.Store(0)
+	m.txn.rebalanceWaiting.Store(false)
+	m.txn.abortedBy.Store(nil)
+	m.produceErr.Store(nil)
+	m.restorePending.Store(false)
+	m.backlog.Store(false)
+	m.assignedOnce = false
+	m.paused = nil
+	m.rewinds = nil
+	m.backoff = 0
 }
 
 // commitTimeout bounds a commit under exactly-once.
@@ -123,6 +190,10 @@ func (m *member) endTxnLocked(ctx context.Context, tasks []*task) (bool, error) 
 				"error", err)
 			return false, m.abortLocked(ctx, nil)
 		}
+		if transient(err) {
+			m.abortLater(err, "transaction aborted: its offsets could not reach the brokers")
+			return false, nil
+		}
 		if err != nil {
 			return false, m.abortLocked(ctx, fmt.Errorf("runner: commit offsets in the transaction: %w", err))
 		}
@@ -136,6 +207,14 @@ func (m *member) endTxnLocked(ctx context.Context, tasks []*task) (bool, error) 
 		m.log.Warn("transaction aborted by the brokers; processing again from the last commit", "error", err)
 		m.txn.open = true
 		return false, m.abortLocked(ctx, nil)
+	case transient(err):
+		// Whether it committed is unknown. Aborting once the brokers
+		// answer reloads the producer ID, which aborts it if it is
+		// still open; the tasks then start again from the committed
+		// offsets, which tell.
+		m.txn.open = true
+		m.abortLater(err, "transaction commit unconfirmed: the brokers cannot be reached; it is aborted once they answer")
+		return false, nil
 	default:
 		return false, transactionError(m.r.cfg.TransactionalID, err)
 	}
@@ -241,6 +320,13 @@ func (m *member) abortLocked(ctx context.Context, err error) error {
 		return errors.Join(err, fmt.Errorf("runner: abort transaction: %w", aerr))
 	}
 	if aerr := m.cl.EndTransaction(ctx, kgo.TryAbort); aerr != nil {
+		if transient(aerr) {
+			// Still open: the loop aborts it once the brokers
+			// answer, and nothing begins another meanwhile.
+			m.txn.open = true
+			m.abortLater(aerr, "transaction abort failed: the brokers cannot be reached; retrying once they answer")
+			return err
+		}
 		return errors.Join(err, transactionError(m.r.cfg.TransactionalID, aerr))
 	}
 	m.resetTasksLocked(ctx)
@@ -269,11 +355,29 @@ func (m *member) resetTasksLocked(ctx context.Context) {
 		return
 	}
 	m.dropLocked(parts, "closed after an aborted transaction")
-	if err := m.rewind(ctx, parts); err != nil {
-		m.fail(err)
-		return
+	// The loop rewinds the inputs before it polls again, outwaiting the
+	// brokers if they are down (an abort is often why).
+	for topic, ps := range parts {
+		if m.rewinds == nil {
+			m.rewinds = map[string][]int32{}
+		}
+		m.rewinds[topic] = append(m.rewinds[topic], ps...)
 	}
 	m.assignLocked(ctx, parts, "tasks reopened after an aborted transaction")
+	m.wake()
+}
+
+// rewindLocked rewinds the inputs of the tasks reopened after an aborted
+// transaction (see resetTasksLocked) to their committed offsets.
+func (m *member) rewindLocked(ctx context.Context) error {
+	if len(m.rewinds) == 0 {
+		return nil
+	}
+	if err := m.rewind(ctx, m.rewinds); err != nil {
+		return err
+	}
+	m.rewinds = nil
+	return nil
 }
 
 // rewind makes the consumer fetch parts from their committed offsets (the

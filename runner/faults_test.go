@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/samsa-go/samsa/operators"
+	"github.com/samsa-go/samsa/runner"
 	"github.com/samsa-go/samsa/stream"
 )
 
@@ -205,9 +206,21 @@ func ftAllCommitted(e *stEnv, group, topic string) bool {
 // for longer than the job's session timeout and several commit intervals,
 // then comes back on the same address with the same data directory. The
 // job keeps running: it reports the brokers unreachable meanwhile, resumes
-// when they are back, loses nothing, and its state is exact.
+// when they are back, loses nothing, and its state is exact. Under
+// exactly-once the broker aborts the transaction that was open when it
+// died, and fences its producer epoch, when it restarts: the job aborts
+// too, starts again from the last commit and writes no duplicate.
 func TestBrokerKilledMidStream(t *testing.T) {
 	t.Parallel()
+	for _, processing := range []runner.Guarantee{runner.AtLeastOnce, runner.ExactlyOnce} {
+		t.Run(string(processing), func(t *testing.T) {
+			t.Parallel()
+			ftBrokerKilledMidStream(t, processing)
+		})
+	}
+}
+
+func ftBrokerKilledMidStream(t *testing.T, processing runner.Guarantee) {
 	b := newBrokerProc(t, "--group-min-session-timeout", "100ms")
 	e := ftEnv(t, b, "in", "out")
 	rng := rand.New(rand.NewPCG(7, 7))
@@ -217,6 +230,9 @@ func TestBrokerKilledMidStream(t *testing.T) {
 	log := stNewLog(t)
 	cfg := e.config(t.TempDir(), log.logger("brokerdown"))
 	cfg.HTTPAddr = "127.0.0.1:0"
+	if processing == runner.ExactlyOnce {
+		cfg.Processing, cfg.TransactionalID = runner.ExactlyOnce, "brokerdown-tx"
+	}
 	rn := stStart(t, stCountJob("brokerdown", ftThrottle(100*time.Microsecond)), cfg)
 	metrics := ftMetricsURL(t, log)
 	running := func() {
@@ -265,7 +281,10 @@ func TestBrokerKilledMidStream(t *testing.T) {
 	rn.stop(t, "after the outage")
 
 	dups := ftCheckNoGaps(t, e.readAll("out"), want)
-	t.Logf("%d duplicate outputs (at-least-once)", dups)
+	if processing == runner.ExactlyOnce && dups > 0 {
+		t.Errorf("%d duplicate outputs under exactly-once", dups)
+	}
+	t.Logf("%d duplicate outputs (%s)", dups, processing)
 	e.checkChangelogAndOutput(t, "brokerdown", "out", want)
 }
 

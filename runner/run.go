@@ -220,7 +220,29 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	stopCtx, stop := stopContext(ctx, r.cfg.ShutdownTimeout)
 	defer stop()
 	m.stopCtx = stopCtx
-	return m.run(ctx)
+	var fenced []time.Time
+	for {
+		err := m.run(ctx)
+		if !errors.Is(err, errProducerReplaced) || ctx.Err() != nil {
+			return err
+		}
+		// The brokers aborted the transaction and the client cannot
+		// go on with its producer epoch: a new client, a new member
+		// of the group, with the tasks closed on their last commit.
+		// Fenced again and again means something else is wrong.
+		fenced = append(slices.DeleteFunc(fenced, func(at time.Time) bool { return time.Since(at) > time.Minute }), time.Now())
+		if len(fenced) > 3 {
+			return fmt.Errorf("%w (the fourth time within a minute)", err)
+		}
+		r.log.Warn("starting a new transactional producer and rejoining the group: the brokers aborted the open transaction and fenced the producer's epoch (a broker restarted, or the transaction outlived its timeout)", "error", err)
+		m.resetMember()
+		m.mu.Lock()
+		m.cl, err = kgo.NewClient(opts...)
+		m.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("runner: %w", err)
+		}
+	}
 }
 
 // checkTopics returns the partition count of every input and output topic,
@@ -296,9 +318,10 @@ type member struct {
 
 	globals *state.GlobalStores // the job's global tables; see global.go
 
-	local    *localStores     // the task stores on local disk, reported to the group; see warm.go
-	standbys *standbys        // standby tasks (Config.StandbyReplicas); see standby.go
-	paused   map[partKey]bool // paused while their task waits; see merge.go
+	local    *localStores       // the task stores on local disk, reported to the group; see warm.go
+	standbys *standbys          // standby tasks (Config.StandbyReplicas); see standby.go
+	paused   map[partKey]bool   // paused while their task waits; see merge.go
+	rewinds  map[string][]int32 // inputs to rewind to the last commit; see resetTasksLocked
 
 	// For UntilEnd: where each input partition starts and ends.
 	starts, ends kadm.ListedOffsets
@@ -563,6 +586,15 @@ func (m *member) Emit(topic string, partition int32, rec stream.RawRecord) {
 }
 
 func (m *member) produced(r *kgo.Record, err error) {
+	if err != nil && m.exactlyOnce() {
+		switch {
+		case abortedByBrokers(err):
+			m.abortLater(err, "transaction aborted by the brokers (a broker restarted, or the transaction outlived its timeout)")
+			return
+		case errors.Is(err, kgo.ErrAborting):
+			return // the transaction is being aborted: its writes are dropped
+		}
+	}
 	if err != nil {
 		m.fail(fmt.Errorf("runner: write to %s/%d: %w%s", r.Topic, r.Partition, m.r.denied(err, r.Topic, "Write"), tooLargeHint(r, err)))
 	}
@@ -585,7 +617,10 @@ func (m *member) run(ctx context.Context) (err error) {
 		if m.restorePending.Swap(false) {
 			m.mu.Lock()
 			m.observeLocked() // shows the tasks restoring
-			err := m.restoreLocked(ctx)
+			err := m.rewindLocked(ctx)
+			if err == nil {
+				err = m.restoreLocked(ctx)
+			}
 			m.mu.Unlock()
 			if err != nil && ctx.Err() != nil {
 				return nil // stopped while restoring
@@ -622,8 +657,13 @@ func (m *member) run(ctx context.Context) (err error) {
 		m.mu.Lock()
 		// Under exactly-once a transaction is always open while
 		// processing: everything a task writes goes into it.
-		err := m.beginLocked(ctx)
+		// Records polled before the brokers' abort was noticed are
+		// from before the rewind to the last commit: dropped.
+		recovered, err := m.recoverAbortedLocked(ctx)
 		if err == nil {
+			err = m.beginLocked(ctx)
+		}
+		if err == nil && !recovered {
 			err = m.processLocked(recs)
 		}
 		if err == nil {
@@ -638,7 +678,7 @@ func (m *member) run(ctx context.Context) (err error) {
 			switch {
 			case ctx.Err() != nil:
 				err = nil // shutting down: shutdown commits, with its own deadline
-			case !m.exactlyOnce() && transient(err):
+			case (!m.exactlyOnce() || !m.txn.open) && transient(err):
 				// Nothing is lost: what was processed stays pending and
 				// the next commit, an interval later, takes it along.
 				m.log.Warn("commit failed: the brokers cannot be reached; retrying at the next commit", "error", err)
@@ -929,6 +969,9 @@ func (m *member) commitLocked(ctx context.Context) error {
 	}
 	if err := m.cl.Flush(ctx); err != nil {
 		return m.abortLocked(ctx, fmt.Errorf("runner: flush outputs: %w", err))
+	}
+	if recovered, err := m.recoverAbortedLocked(ctx); recovered || err != nil {
+		return err
 	}
 	if err := m.failed(); err != nil {
 		return m.abortLocked(ctx, err)
