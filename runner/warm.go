@@ -220,7 +220,7 @@ func (m *member) openTaskDB(id stream.TaskID) (*pebblestore.DB, error) {
 		db, err = pebblestore.Open(dir, ident, opts)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("runner: task %s: %w", id, err)
+		return nil, err // it names the directory; the callers name the task
 	}
 	return db, nil
 }
