@@ -95,7 +95,13 @@ func (f *failure) get() error {
 // listener records the database's background errors.
 func (f *failure) listener() *pebble.EventListener {
 	return &pebble.EventListener{
-		BackgroundError: func(err error) { f.set("background write failed", err) },
+		BackgroundError: func(err error) {
+			// A compaction that a concurrent operation cancelled is
+			// retried; it says nothing of the disk.
+			if !errors.Is(err, pebble.ErrCancelledCompaction) {
+				f.set("background write failed", err)
+			}
+		},
 		WriteStallBegin: func(pebble.WriteStallBeginInfo) {
 			f.stalls.Add(1)
 			select {
