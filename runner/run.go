@@ -524,11 +524,20 @@ func (m *member) revoked(ctx context.Context, _ *kgo.Client, revoked map[string]
 
 // lost closes the tasks of partitions taken from us without a chance to
 // commit (our session expired): the new owner re-processes from the last
-// commit.
-func (m *member) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+// commit. Under exactly-once the open transaction holds their work, which
+// must not commit now that another instance does it again: it aborts, and
+// the tasks kept, if any, start again from the last commit.
+func (m *member) lost(ctx context.Context, _ *kgo.Client, lost map[string][]int32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	holding := m.exactlyOnce() && m.txn.open && !m.txnIdleLocked()
 	m.dropLocked(lost, "lost")
+	if holding {
+		m.log.Warn("transaction aborted: this instance lost its tasks (paused or cut off past its session timeout, and fenced); processing again from the last commit")
+		if err := m.abortLocked(ctx, nil); err != nil {
+			m.fail(err)
+		}
+	}
 }
 
 func (m *member) dropLocked(parts map[string][]int32, why string) {
